@@ -1,0 +1,63 @@
+"""Core HTTP routes: health, server time, operator metrics and --dev tokens."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from .auth import Role, mint_token
+from .errors import Forbidden, Invalid
+from .http import json_response, read_json
+from .keys import NODE
+from .metrics.prom import CONTENT_TYPE
+from .rooms.service import check_id, check_int
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """200 once Redis answers; 503 while it does not, or while the server drains."""
+    node = request.app[NODE]
+    if node.draining:
+        return json_response({"status": "draining"}, status=503)
+    try:
+        await asyncio.wait_for(node.redis.ping(), 1.0)
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        return json_response({"status": "unavailable", "redis": str(exc) or type(exc).__name__}, status=503)
+    return json_response({"status": "ok"})
+
+
+@routes.get("/api/v1/time")
+async def server_time(request: web.Request) -> web.Response:
+    return json_response({"server_time_ms": request.app[NODE].clock.now_ms()})
+
+
+@routes.get("/metrics")
+async def prometheus(request: web.Request) -> web.Response:
+    body = request.app[NODE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@routes.post("/api/v1/dev/tokens")
+async def dev_token(request: web.Request) -> web.Response:
+    """--dev only: mint a token as the platform's backend would."""
+    node = request.app[NODE]
+    if not node.settings.dev:
+        raise Forbidden("tokens are minted here only in --dev mode")
+    body = await read_json(request)
+    sub = check_id(body.get("sub"), "sub")
+    try:
+        role = Role(body.get("role", "viewer"))
+    except ValueError:
+        raise Invalid("role", "'role' must be viewer, host or admin") from None
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 32):
+        raise Invalid("name", "'name' must be a string of 1-32 characters")
+    ttl_s = check_int(body.get("ttl_s", node.settings.dev_token_ttl_s), "ttl_s", 1, 30 * 24 * 3600)
+    token = mint_token(node.settings.secret, sub, role, name=name, ttl_s=ttl_s)
+    return json_response({"token": token, "sub": sub, "role": str(role), "ttl_s": ttl_s}, status=201)

@@ -1,0 +1,62 @@
+"""The application factory.
+
+``create_app(settings)`` returns a ``web.Application`` whose ``cleanup_ctx``
+opens Redis, builds the node (hub, broker, presence) and closes them in the
+reverse order; ``on_shutdown`` drains the WebSockets with 1012.  Shutdown,
+step by step (aiohttp's runner): stop listening -> drain sockets ->
+wait for handlers -> stop background tasks, leave presence -> close Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from . import api
+from .gateway import websocket_handler
+from .http import error_middleware
+from .keys import NODE, SETTINGS
+from .node import Node
+from .redisio import check_reachable, describe_url
+from .rooms import api as rooms_api
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    node = Node.connect(settings)
+    try:
+        await check_reachable(node.redis)
+    except ConnectionError as exc:
+        await node.redis.aclose()
+        raise ConnectionError(f"cannot reach Redis at {describe_url(settings.redis_url or '')}: {exc}") from None
+    app[NODE] = node
+    await node.start()
+    try:
+        yield
+    finally:
+        await node.stop()
+
+
+async def _drain(app: web.Application) -> None:
+    await app[NODE].drain()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The server as an aiohttp application.  ``settings.redis_url`` must be set."""
+    if settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url (the CLI starts an embedded Redis)")
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.http_max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_node_ctx)
+    app.on_shutdown.append(_drain)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_routes(api.routes)
+    app.router.add_routes(rooms_api.routes)
+    return app

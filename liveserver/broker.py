@@ -1,0 +1,179 @@
+"""Cross-node delivery: Redis pub/sub, one channel per room.
+
+Every node publishes a room's events to the room's channel and delivers what
+it receives from the channels of the rooms it holds to its local hub.  A
+single node uses the same path; there is no special case.
+
+Payloads are msgpack maps: the receiving hub reuses the payload as the
+binary frame for msgpack connections and encodes JSON once.
+
+Guarantees: per channel, messages arrive in publish order (one subscriber
+connection per node).  :meth:`Broker.subscribe` returns once Redis confirmed
+the subscription, so that a viewer registered after it misses nothing
+published later.  A dropped subscriber connection is re-established and its
+channels resubscribed; what was published meanwhile is lost to this node
+(the danmaku history lets clients recover it by ``seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .redisio.keyspace import Keyspace
+from .wire import encode_msgpack
+
+__all__ = ["Broker"]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[str, dict[str, Any], bytes], None]
+
+
+class Broker:
+    """Room pub/sub for one node.  ``deliver(room, msg, payload)`` receives each message."""
+
+    def __init__(
+        self,
+        publisher: Any,
+        subscriber: Redis,
+        keyspace: Keyspace,
+        deliver: Deliver,
+        *,
+        unsubscribe_delay_s: float = 5.0,
+    ) -> None:
+        self._publisher = publisher
+        self._subscriber = subscriber
+        self._keys = keyspace
+        self._deliver = deliver
+        self._pubsub = subscriber.pubsub()
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._release_timers: dict[str, asyncio.TimerHandle] = {}
+        self._unsubscribe_delay_s = unsubscribe_delay_s
+        self._reader: asyncio.Task[None] | None = None
+        self.received = 0
+        self.errors = 0
+        self.confirm_timeout_s = 5.0
+
+    async def start(self) -> None:
+        """Subscribe the node-wide channel and start reading."""
+        await self.subscribe_channel(self._keys.nodes_channel, start_reader=True)
+
+    async def close(self) -> None:
+        for timer in self._release_timers.values():
+            timer.cancel()
+        self._release_timers.clear()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+        await self._subscriber.aclose()
+
+    # -- publish ---------------------------------------------------------------
+
+    async def publish(self, room: str, msg: dict[str, Any]) -> None:
+        """Send ``msg`` to every node holding viewers of ``room`` (this one too)."""
+        await self._publisher.publish(self._keys.room(room).channel, encode_msgpack(msg))
+
+    # -- subscriptions ---------------------------------------------------------
+
+    async def subscribe(self, room: str) -> None:
+        """Make sure this node receives ``room``'s events; return once Redis confirmed."""
+        timer = self._release_timers.pop(room, None)
+        if timer is not None:
+            timer.cancel()
+        await self.subscribe_channel(self._keys.room(room).channel)
+
+    async def subscribe_channel(self, channel: str, *, start_reader: bool = False) -> None:
+        fut = self._confirmed.get(channel)
+        if fut is None:
+            fut = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+            try:
+                await self._pubsub.subscribe(channel)
+            except BaseException:
+                self._confirmed.pop(channel, None)
+                raise
+            if start_reader and self._reader is None:
+                self._reader = asyncio.create_task(self._read_loop(), name="broker-reader")
+        await asyncio.wait_for(asyncio.shield(fut), self.confirm_timeout_s)
+
+    def release(self, room: str) -> None:
+        """The last local viewer of ``room`` left: unsubscribe after a short delay
+        (a viewer that reconnects at once finds the subscription still there)."""
+        if room in self._release_timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._release_timers[room] = loop.call_later(
+            self._unsubscribe_delay_s, lambda: loop.create_task(self._unsubscribe(room))
+        )
+
+    async def _unsubscribe(self, room: str) -> None:
+        self._release_timers.pop(room, None)
+        channel = self._keys.room(room).channel
+        if self._confirmed.pop(channel, None) is None:
+            return
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except (RedisError, OSError) as exc:  # the reconnect will not resubscribe it either
+            log.warning("unsubscribe %s failed: %s", channel, exc)
+
+    def is_subscribed(self, room: str) -> bool:
+        fut = self._confirmed.get(self._keys.room(room).channel)
+        return fut is not None and fut.done()
+
+    # -- reader ----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        pubsub = self._pubsub
+        backoff = 0.05
+        while True:
+            try:
+                msg = await pubsub.get_message(timeout=1.0)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.errors += 1
+                log.warning("broker connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if msg is None:
+                continue
+            kind = msg["type"]
+            channel = msg["channel"]
+            if isinstance(channel, bytes):
+                channel = channel.decode()
+            if kind == "message":
+                self._on_message(channel, msg["data"])
+            elif kind == "subscribe":
+                fut = self._confirmed.get(channel)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    def _on_message(self, channel: str, data: bytes) -> None:
+        self.received += 1
+        room = self._keys.room_of_channel(channel)
+        if room is None:
+            if channel == self._keys.nodes_channel:
+                room = ""
+            else:
+                return
+        try:
+            msg = msgpack.unpackb(data, raw=False)
+        except (ValueError, msgpack.UnpackException):
+            log.warning("undecodable message on %s dropped", channel)
+            return
+        try:
+            self._deliver(room, msg, data)
+        except Exception:  # a bug in one delivery must not stop the node's reader
+            log.exception("delivering a message of room %s failed", room)

@@ -1,0 +1,247 @@
+"""``liveserver serve`` and ``liveserver token``.
+
+Errors a user can cause (a missing secret, an unreachable Redis, a taken
+port) print one line on stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+log = logging.getLogger("liveserver")
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liveserver", description="Live-commerce room server.")
+    p.add_argument("--version", action="version", version=f"liveserver {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--redis-url", help="Redis to use (env REDIS_URL); none: start an embedded Redis")
+    serve.add_argument("--redis-cluster", action="store_true", default=None, help="REDIS_URL is a Redis Cluster node")
+    serve.add_argument("--dev", action="store_true", default=None, help="demo mode: generated secret, dev tokens, demo room")
+    serve.add_argument("--workers", type=int, default=None, help="processes sharing the port (SO_REUSEPORT); default 1")
+    serve.add_argument("--data-dir", help="embedded Redis data (env LIVESERVER_DATA_DIR, default ./.liveserver)")
+    serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+
+    tok = sub.add_parser("token", help="mint a token with LIVESERVER_SECRET (as the platform's backend does)")
+    tok.add_argument("--sub", required=True, help="user id")
+    tok.add_argument("--role", default="viewer", choices=["viewer", "host", "admin"])
+    tok.add_argument("--name", help="display name (at most 32 characters)")
+    tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    return p
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"liveserver: error: {message}", file=sys.stderr)
+    return code
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=4096, reuse_port=reuse_port)
+
+
+def _run(coro: Any) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(coro)
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> int:
+    from .app import create_app
+    from .dev import seed_demo
+    from .keys import NODE
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout_s, access_log=None)
+    try:
+        await runner.setup()
+    except ConnectionError as exc:
+        sock.close()
+        return _fail(str(exc), EXIT_RUNTIME)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d (WebSocket: ws://%s:%d/ws)", host, port, host, port)
+    if settings.dev:
+        await seed_demo(app[NODE], f"http://{host}:{port}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining: refusing new connections, closing sockets with 1012")
+    await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+def _worker(settings: Settings, index: int) -> None:
+    """A worker process of ``--workers N``: binds the shared port with SO_REUSEPORT."""
+    _setup_logging(settings.log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM
+    try:
+        sock = _bind(settings.host, settings.port, reuse_port=True)
+    except OSError as exc:
+        sys.exit(_fail(f"worker {index} cannot listen on {settings.host}:{settings.port}: {exc.strerror}", EXIT_RUNTIME))
+    sys.exit(_run(_serve(settings, sock)))
+
+
+def _supervise(settings: Settings) -> int:
+    """Run ``settings.workers`` processes; forward SIGTERM; restart a worker that dies."""
+    ctx = multiprocessing.get_context("spawn")
+    procs: dict[int, Any] = {}
+
+    def spawn(i: int) -> None:
+        p = ctx.Process(target=_worker, args=(settings, i), name=f"liveserver-worker-{i}")
+        p.start()
+        procs[i] = p
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(settings.workers):
+        spawn(i)
+    log.info("%d workers on http://%s:%d", settings.workers, settings.host, settings.port)
+    started = time.monotonic()
+    while not stopping:
+        time.sleep(0.2)
+        for i, p in list(procs.items()):
+            if p.is_alive() or stopping:
+                continue
+            if p.exitcode == EXIT_RUNTIME and time.monotonic() - started < 10:
+                stopping = True  # a worker that fails at start (Redis down) fails the server
+                break
+            log.warning("worker %d exited with %s; restarting it", i, p.exitcode)
+            spawn(i)
+    for p in procs.values():
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGTERM)
+    codes = []
+    for p in procs.values():
+        p.join(settings.drain_timeout_s + 10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        codes.append(p.exitcode)
+    return 0 if all(c == 0 for c in codes) else EXIT_RUNTIME
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(
+            host=args.host,
+            port=args.port,
+            redis_url=args.redis_url,
+            redis_cluster=args.redis_cluster,
+            dev=args.dev,
+            workers=args.workers,
+            data_dir=args.data_dir,
+            log_level=args.log_level,
+        )
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    _setup_logging(settings.log_level)
+    log.info("liveserver %s starting%s", __version__, " in --dev mode (demo only)" if settings.dev else "")
+
+    # Refuse a taken port before starting anything else.
+    try:
+        probe = _bind(settings.host, settings.port, reuse_port=False)
+    except OSError as exc:
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", EXIT_RUNTIME)
+    if settings.workers > 1:
+        probe.close()
+
+    embedded = None
+    if settings.redis_url is None:
+        from .embedded import EmbeddedRedis, EmbeddedRedisError
+
+        embedded = EmbeddedRedis(settings.data_dir)
+        try:
+            url = embedded.start()
+        except EmbeddedRedisError as exc:
+            probe.close()
+            return _fail(str(exc), EXIT_RUNTIME)
+        log.info("no REDIS_URL: started an embedded redis-server (pid %s) at %s", embedded.pid, url)
+        log.info("embedded Redis data in %s (AOF on, appendfsync everysec); it stops with the server", embedded.data_dir)
+        settings = settings.replace(redis_url=url)
+    else:
+        from .redisio import describe_url
+
+        log.info("using Redis at %s%s", describe_url(settings.redis_url), " (cluster)" if settings.redis_cluster else "")
+
+    try:
+        if settings.workers == 1:
+            return _run(_serve(settings, probe))
+        return _supervise(settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            log.info("embedded Redis stopped")
+
+
+def token(args: argparse.Namespace) -> int:
+    from .auth import mint_token
+    from .settings import MIN_SECRET_LENGTH
+
+    secret = os.environ.get("LIVESERVER_SECRET", "")
+    if len(secret) < MIN_SECRET_LENGTH:
+        return _fail(f"set LIVESERVER_SECRET (at least {MIN_SECRET_LENGTH} characters) to mint tokens", EXIT_CONFIG)
+    from .wire import ID_RE
+
+    if not ID_RE.match(args.sub):
+        return _fail("--sub must be 1-64 of [A-Za-z0-9_.-]", EXIT_CONFIG)
+    print(mint_token(secret, args.sub, args.role, name=args.name, ttl_s=args.ttl))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "token":
+            return token(args)
+    return 0

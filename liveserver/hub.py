@@ -1,0 +1,373 @@
+"""Local fan-out: the rooms of this process and their connections.
+
+The hub takes a room's message once, encodes it at most once per protocol
+(JSON text, msgpack binary) and appends the same frame object to every
+connection's bounded queue without awaiting any socket.  One writer task per
+connection drains its queue.  (python-websockets' broadcast model: encode
+once, no backpressure in the loop, a queue per client, disconnect the laggard.)
+
+Queue policy, per connection:
+
+- droppable frames (``danmaku``, ``likes``, ``presence``) are only queued
+  while the queue holds fewer than ``droppable_queue_frames``; past that they
+  are dropped and counted;
+- control frames are always queued, up to ``send_queue_frames``; one more
+  closes the connection with 4008;
+- a queue that stays at the droppable limit for ``slow_consumer_timeout_s``
+  closes the connection with 4008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .auth import Principal
+from .wire import DROPPABLE_TYPES, CloseCode, Protocol, encode, encode_json, encode_msgpack
+
+__all__ = ["Connection", "Hub", "QueueLimits", "HubStats"]
+
+log = logging.getLogger(__name__)
+
+Frame = str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    send_queue_frames: int
+    droppable_queue_frames: int
+    slow_consumer_timeout_s: float
+    close_grace_s: float
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters read by the Prometheus collector."""
+
+    frames_sent: int = 0
+    frames_dropped: int = 0
+    slow_closed: int = 0
+    messages_delivered: int = 0
+
+
+class _Close:
+    """A queue entry that tells the writer to flush and close."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Connection:
+    """One WebSocket as the hub sees it: who, which room, a bounded queue, a writer."""
+
+    __slots__ = (
+        "ws",
+        "principal",
+        "room",
+        "protocol",
+        "is_host",
+        "_limits",
+        "_stats",
+        "_queue",
+        "_wakeup",
+        "_writer",
+        "_full_since",
+        "closing",
+        "closed",
+        "dropped",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        principal: Principal,
+        room: str,
+        protocol: Protocol,
+        limits: QueueLimits,
+        stats: HubStats,
+        *,
+        is_host: bool = False,
+    ) -> None:
+        self.ws = ws
+        self.principal = principal
+        self.room = room
+        self.protocol = protocol
+        self.is_host = is_host
+        self._limits = limits
+        self._stats = stats
+        self._queue: deque[Frame | _Close] = deque()
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._full_since: float | None = None
+        self.closing = False
+        self.closed = asyncio.Event()
+        self.dropped = 0
+
+    @property
+    def user(self) -> str:
+        return self.principal.user
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- enqueue (never awaits) ------------------------------------------------
+
+    def enqueue(self, frame: Frame, droppable: bool = False) -> bool:
+        """Queue one encoded frame.  Returns False if it was dropped or the connection closes."""
+        if self.closing:
+            return False
+        queue = self._queue
+        n = len(queue)
+        if droppable:
+            if n >= self._limits.droppable_queue_frames:
+                self.dropped += 1
+                self._stats.frames_dropped += 1
+                now = time.monotonic()
+                if self._full_since is None:
+                    self._full_since = now
+                elif now - self._full_since > self._limits.slow_consumer_timeout_s:
+                    self.close_slow()
+                return False
+            self._full_since = None
+        elif n >= self._limits.send_queue_frames:
+            self.close_slow()
+            return False
+        queue.append(frame)
+        if n == 0:
+            self._wakeup.set()
+        return True
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        """Encode ``msg`` for this connection alone and queue it as control."""
+        return self.enqueue(encode(msg, self.protocol), droppable=False)
+
+    def send_first(self, msg: dict[str, Any]) -> None:
+        """Put ``msg`` ahead of everything queued (the ``welcome``), then start writing."""
+        self._queue.appendleft(encode(msg, self.protocol))
+        self._wakeup.set()
+        self.start()
+
+    # -- writer ----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"writer:{self.room}:{self.user}"
+            )
+
+    async def _write_loop(self) -> None:
+        ws, queue, wakeup, stats = self.ws, self._queue, self._wakeup, self._stats
+        try:
+            while True:
+                if not queue:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                frame = queue.popleft()
+                if isinstance(frame, str):
+                    await ws.send_str(frame)
+                elif isinstance(frame, bytes):
+                    await ws.send_bytes(frame)
+                else:
+                    await self._close_ws(frame.code, frame.reason)
+                    break
+                stats.frames_sent += 1
+        except (ConnectionError, RuntimeError):
+            # the peer went away (or the socket closed under us): the reader side ends the session
+            self.closing = True
+            self._queue.clear()
+        self.closed.set()
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode()[:120]), self._limits.close_grace_s
+            )
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once."""
+        transport = self.ws._req.transport if self.ws._req is not None else None  # noqa: SLF001
+        if transport is not None:
+            transport.abort()
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, then close with ``code``.  Never awaits."""
+        if self.closing:
+            return
+        self.closing = True
+        self._queue.append(_Close(code, reason))
+        self._wakeup.set()
+        self.start()
+
+    def close_slow(self) -> None:
+        """Close as a slow consumer (4008): drop the queue, cancel the writer, close."""
+        if self.closing:
+            return
+        self.closing = True
+        self._stats.slow_closed += 1
+        log.info("closing slow consumer %s in room %s (%d frames dropped)", self.user, self.room, self.dropped)
+        self._queue.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+        self._writer = asyncio.get_running_loop().create_task(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        try:
+            await self._close_ws(CloseCode.POLICY, "slow consumer")
+        finally:
+            self.closed.set()
+
+    def detach(self) -> None:
+        """The session ended without a close of ours (the peer closed): stop the writer."""
+        if self.closing:
+            return
+        self.closing = True
+        self._queue.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+        self.closed.set()
+
+    async def wait_closed(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        if not self.closed.is_set():
+            self.abort()
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+
+class _Room:
+    __slots__ = ("conns", "users", "json_conns", "msgpack_conns")
+
+    def __init__(self) -> None:
+        self.conns: set[Connection] = set()
+        self.users: dict[str, int] = {}
+        self.json_conns = 0
+        self.msgpack_conns = 0
+
+
+class Hub:
+    """The rooms of this process.  ``on_internal`` handles ``_``-typed broker messages."""
+
+    def __init__(self, limits: QueueLimits) -> None:
+        self.limits = limits
+        self.stats = HubStats()
+        self._rooms: dict[str, _Room] = {}
+        self._user_conns: dict[str, int] = {}
+        self.on_internal: Callable[[str, dict[str, Any]], None] | None = None
+
+    def __len__(self) -> int:
+        return sum(len(r.conns) for r in self._rooms.values())
+
+    @property
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    def rooms(self) -> list[str]:
+        return list(self._rooms)
+
+    def connections(self, room: str | None = None) -> Iterator[Connection]:
+        rooms = self._rooms.values() if room is None else filter(None, [self._rooms.get(room)])
+        for r in list(rooms):
+            yield from list(r.conns)
+
+    def user_connections(self, user: str) -> int:
+        """How many connections ``user`` holds on this process."""
+        return self._user_conns.get(user, 0)
+
+    def users(self, room: str) -> list[str]:
+        r = self._rooms.get(room)
+        return list(r.users) if r else []
+
+    def add(self, conn: Connection) -> tuple[bool, bool]:
+        """Register ``conn``.  Returns (first connection in the room, first of the user in the room)."""
+        r = self._rooms.get(conn.room)
+        first_room = r is None
+        if r is None:
+            r = self._rooms[conn.room] = _Room()
+        r.conns.add(conn)
+        if conn.protocol is Protocol.MSGPACK:
+            r.msgpack_conns += 1
+        else:
+            r.json_conns += 1
+        n = r.users.get(conn.user, 0)
+        r.users[conn.user] = n + 1
+        self._user_conns[conn.user] = self._user_conns.get(conn.user, 0) + 1
+        return first_room, n == 0
+
+    def remove(self, conn: Connection) -> tuple[bool, bool]:
+        """Unregister ``conn``.  Returns (room now empty here, user's last connection in the room)."""
+        r = self._rooms.get(conn.room)
+        if r is None or conn not in r.conns:
+            return False, False
+        r.conns.discard(conn)
+        if conn.protocol is Protocol.MSGPACK:
+            r.msgpack_conns -= 1
+        else:
+            r.json_conns -= 1
+        n = r.users.get(conn.user, 1) - 1
+        if n <= 0:
+            r.users.pop(conn.user, None)
+        else:
+            r.users[conn.user] = n
+        left = self._user_conns.get(conn.user, 1) - 1
+        if left <= 0:
+            self._user_conns.pop(conn.user, None)
+        else:
+            self._user_conns[conn.user] = left
+        empty = not r.conns
+        if empty:
+            del self._rooms[conn.room]
+        return empty, n <= 0
+
+    def deliver(
+        self,
+        room: str,
+        msg: dict[str, Any],
+        msgpack_frame: bytes | None = None,
+        *,
+        hosts_only: bool = False,
+    ) -> int:
+        """Fan ``msg`` out to the room's local connections.  Returns how many got it queued.
+
+        ``msgpack_frame`` is ``msg`` already encoded as msgpack (the broker's
+        payload), reused as the binary frame so that it is not encoded again.
+        """
+        kind = msg.get("type", "")
+        if kind.startswith("_"):
+            if self.on_internal is not None:
+                self.on_internal(room, msg)
+            return 0
+        r = self._rooms.get(room)
+        if r is None:
+            return 0
+        json_frame = encode_json(msg) if r.json_conns else None
+        if r.msgpack_conns and msgpack_frame is None:
+            msgpack_frame = encode_msgpack(msg)
+        droppable = kind in DROPPABLE_TYPES
+        count = 0
+        for conn in list(r.conns):
+            if hosts_only and not conn.is_host:
+                continue
+            frame = msgpack_frame if conn.protocol is Protocol.MSGPACK else json_frame
+            if conn.enqueue(frame, droppable):  # type: ignore[arg-type]
+                count += 1
+        self.stats.messages_delivered += 1
+        return count

@@ -1,0 +1,1 @@
+"""Metrics: operator metrics (Prometheus) now; the live conversion metrics come with the funnel."""

@@ -1,0 +1,77 @@
+"""Operator metrics in the Prometheus text format (prometheus-client).
+
+Each node has its own registry, so that several nodes in one process (the
+tests) do not collide.  Counters owned by the hub and the broker are read at
+scrape time by a collector instead of being incremented on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        hub = self._node.hub
+        yield GaugeMetricFamily("liveserver_connections", "Open WebSocket connections", value=len(hub))
+        yield GaugeMetricFamily("liveserver_rooms", "Rooms with viewers on this node", value=hub.room_count)
+        yield CounterMetricFamily(
+            "liveserver_frames_sent", "WebSocket frames written to clients", value=hub.stats.frames_sent
+        )
+        yield CounterMetricFamily(
+            "liveserver_frames_dropped",
+            "Droppable frames (danmaku, likes, presence) not sent to viewers that could not keep up",
+            value=hub.stats.frames_dropped,
+        )
+        yield CounterMetricFamily(
+            "liveserver_slow_consumers_closed", "Connections closed with 4008 as slow consumers", value=hub.stats.slow_closed
+        )
+        yield CounterMetricFamily(
+            "liveserver_room_messages_delivered", "Room messages fanned out by the hub", value=hub.stats.messages_delivered
+        )
+        broker = self._node.broker
+        yield CounterMetricFamily(
+            "liveserver_broker_messages_received", "Pub/sub messages received from Redis", value=broker.received
+        )
+        yield CounterMetricFamily(
+            "liveserver_broker_errors", "Pub/sub connection errors", value=broker.errors
+        )
+
+
+class Metrics:
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.http_requests = Counter(
+            "liveserver_http_requests",
+            "HTTP requests answered, by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.ws_closes = Counter(
+            "liveserver_ws_closes", "WebSocket sessions ended, by close code", ["code"], registry=self.registry
+        )
+        self.ws_errors = Counter(
+            "liveserver_ws_errors", "error frames sent, by code", ["code"], registry=self.registry
+        )
+        self.redis_errors = Counter(
+            "liveserver_redis_errors", "Redis commands that failed", ["where"], registry=self.registry
+        )
+        self.registry.register(_NodeCollector(node))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,18 @@
+"""Redis I/O: client set-up, the keyspace and the Lua scripts."""
+
+from __future__ import annotations
+
+from .client import RedisClient, check_reachable, connect, connect_pubsub, describe_url
+from .keyspace import Keyspace, RoomKeys
+from .scripts import Scripts
+
+__all__ = [
+    "Keyspace",
+    "RedisClient",
+    "RoomKeys",
+    "Scripts",
+    "check_reachable",
+    "connect",
+    "connect_pubsub",
+    "describe_url",
+]

@@ -1,0 +1,64 @@
+"""Redis client set-up.
+
+A standalone Redis gets a ``BlockingConnectionPool``: past its size a command
+waits for a free connection instead of raising ``MaxConnectionsError``.  The
+client retries a command on a dropped connection or a timeout, so every
+script the server runs is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+__all__ = ["RedisClient", "connect", "connect_pubsub", "check_reachable", "describe_url"]
+
+RedisClient = Redis | RedisCluster
+
+def _common(decode: bool) -> dict[str, Any]:
+    return {
+        "decode_responses": decode,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 2.0,
+        "health_check_interval": 15,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+    }
+
+def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> RedisClient:
+    """The client for commands and scripts (responses decoded to ``str``)."""
+    if cluster:
+        return RedisCluster.from_url(url, **_common(True))
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=10, **_common(True)
+    )
+    return Redis(connection_pool=pool)
+
+def connect_pubsub(url: str) -> Redis:
+    """A client for the broker's pub/sub connection (bytes, not decoded).
+
+    On a cluster, classic PUBLISH reaches every node, so one connection to
+    the given node sees every room channel.
+    """
+    common = _common(False)
+    common["socket_timeout"] = None  # the subscriber waits for messages indefinitely
+    return Redis.from_url(url, **common)
+
+async def check_reachable(client: RedisClient, timeout_s: float = 3.0) -> None:
+    """PING once; raise ``ConnectionError`` with a one-line reason if Redis does not answer."""
+    try:
+        await asyncio.wait_for(client.ping(), timeout_s)
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ConnectionError(reason) from None
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

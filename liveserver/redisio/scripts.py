@@ -1,0 +1,37 @@
+"""The Lua scripts, loaded from ``lua/*.lua`` and registered once per client.
+
+redis-py's registered scripts run by EVALSHA and reload themselves on
+NOSCRIPT, so a restarted or flushed script cache costs one extra round trip,
+never an error.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from redis.commands.core import AsyncScript
+
+__all__ = ["Scripts", "load_source"]
+
+
+def load_source(name: str) -> str:
+    """The text of ``lua/<name>.lua``."""
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    """Every script, as an attribute named after its file."""
+
+    room_create: AsyncScript
+    room_transition: AsyncScript
+    room_ban: AsyncScript
+    presence_join: AsyncScript
+    presence_leave: AsyncScript
+    presence_beat: AsyncScript
+    presence_read: AsyncScript
+    presence_reap: AsyncScript
+    ratelimit_take: AsyncScript
+
+    def __init__(self, client: object) -> None:
+        for name in self.__annotations__:
+            setattr(self, name, client.register_script(load_source(name)))  # type: ignore[attr-defined]

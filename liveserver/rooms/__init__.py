@@ -1,0 +1,1 @@
+"""Rooms: lifecycle, presence, products, bans."""

@@ -1,0 +1,153 @@
+"""One frozen settings object, built from the environment and the command line.
+
+Every tunable of the server lives here, with its default and its environment
+variable.  A missing or invalid required value raises :class:`SettingsError`
+with one line that the CLI prints as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MIN_SECRET_LENGTH", "Settings", "SettingsError"]
+
+#: HS256 keys shorter than the hash output (32 bytes) are brute-forceable; PyJWT warns below it too.
+MIN_SECRET_LENGTH = 32
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,32}$")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message is one line for stderr."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server reads at start.  Build it with :meth:`from_env`."""
+
+    secret: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    dev: bool = False
+    workers: int = 1
+    data_dir: Path = Path(".liveserver")
+    key_prefix: str = "ls:"
+    log_level: str = "INFO"
+
+    # WebSocket gateway
+    hello_timeout_s: float = 10.0
+    max_frame_bytes: int = 4096  # larger client frames get an error frame and a strike
+    hard_frame_bytes: int = 65536  # larger client frames close the connection with 4008
+    bad_frame_limit: int = 10  # strikes within ``bad_frame_window_s`` before 4008
+    bad_frame_window_s: float = 60.0
+    client_msg_rate: float = 30.0  # client messages per second per connection (token bucket)
+    client_msg_burst: int = 60
+    ws_heartbeat_s: float = 30.0
+    ws_sndbuf_bytes: int = 0  # SO_SNDBUF for WebSocket sockets; 0 keeps the kernel's autotuning
+    max_connections: int = 100_000  # per process
+    max_connections_per_user: int = 10  # per process
+
+    # Per-connection send queue (see hub.py)
+    send_queue_frames: int = 1024  # control frames beyond this close the connection (4008)
+    droppable_queue_frames: int = 256  # droppable frames (danmaku, likes, presence) beyond this are dropped
+    slow_consumer_timeout_s: float = 5.0  # a queue that stays full this long closes the connection
+    close_grace_s: float = 5.0  # how long a close handshake may take before the socket is aborted
+
+    # Presence
+    presence_beat_s: float = 0.5  # node heartbeat and dead-node sweep period
+    presence_ttl_s: float = 1.5  # a node silent this long is dead and its users leave
+    presence_push_s: float = 1.0  # at most one ``presence`` frame per viewer this often
+
+    # HTTP
+    http_write_rate: float = 20.0  # mutating requests per second per user (token bucket in Redis)
+    http_write_burst: int = 40
+    http_max_body_bytes: int = 65536
+
+    # Lifecycle
+    drain_timeout_s: float = 10.0
+    ended_room_ttl_s: int = 7 * 24 * 3600
+    dev_token_ttl_s: int = 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``), then apply ``overrides``.
+
+        Overrides whose value is ``None`` are ignored, so CLI flags that were not
+        given fall through to the environment and the defaults.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if env.get("REDIS_URL"):
+            values["redis_url"] = env["REDIS_URL"]
+        if env.get("LIVESERVER_SECRET"):
+            values["secret"] = env["LIVESERVER_SECRET"]
+        if env.get("LIVESERVER_DATA_DIR"):
+            values["data_dir"] = Path(env["LIVESERVER_DATA_DIR"])
+        if env.get("LIVESERVER_KEY_PREFIX") is not None:
+            values["key_prefix"] = env["LIVESERVER_KEY_PREFIX"]
+        if env.get("LIVESERVER_LOG_LEVEL"):
+            values["log_level"] = env["LIVESERVER_LOG_LEVEL"]
+        if env.get("LIVESERVER_REDIS_CLUSTER", "").lower() in ("1", "true", "yes"):
+            values["redis_cluster"] = True
+        values.update({k: v for k, v in overrides.items() if v is not None})
+
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        if not values.get("secret"):
+            if values.get("dev"):
+                values["secret"] = secrets.token_urlsafe(32)
+            else:
+                raise SettingsError(
+                    "LIVESERVER_SECRET is not set: give the HS256 token key "
+                    f"(at least {MIN_SECRET_LENGTH} characters), or run with --dev for a demo"
+                )
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise :class:`SettingsError` for the first invalid value."""
+        if len(self.secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"LIVESERVER_SECRET is too short ({len(self.secret)} characters): "
+                f"HS256 needs at least {MIN_SECRET_LENGTH}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"--port must be 0-65535, not {self.port}")
+        if not 1 <= self.workers <= 256:
+            raise SettingsError(f"--workers must be 1-256, not {self.workers}")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError(
+                f"REDIS_URL must start with redis://, rediss:// or unix://, not {self.redis_url!r}"
+            )
+        if self.redis_cluster and self.redis_url is None:
+            raise SettingsError("--redis-cluster needs REDIS_URL (or --redis-url) of a cluster node")
+        if not _PREFIX_RE.match(self.key_prefix):
+            raise SettingsError(
+                f"LIVESERVER_KEY_PREFIX must be 0-32 of [A-Za-z0-9_.:-], not {self.key_prefix!r}"
+            )
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(f"unknown log level {self.log_level!r}")
+        if self.presence_ttl_s <= self.presence_beat_s:
+            raise SettingsError("presence_ttl_s must be longer than presence_beat_s")
+        if self.droppable_queue_frames > self.send_queue_frames:
+            raise SettingsError("droppable_queue_frames must not exceed send_queue_frames")
+        if self.max_frame_bytes > self.hard_frame_bytes:
+            raise SettingsError("max_frame_bytes must not exceed hard_frame_bytes")
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``, checked."""
+        new = dataclasses.replace(self, **changes)
+        new.check()
+        return new
