@@ -70,8 +70,10 @@ def verify_token(token: str, secret: str) -> Principal:
         role = Role(claims.get("role"))
     except ValueError:
         raise TokenError("invalid token: 'role' must be viewer, host or admin") from None
-    name = claims.get("name", sub)
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+    name = claims.get("name")
+    if name is None:
+        name = sub  # no display name: show the user id
+    elif not isinstance(name, str) or not name or len(name) > MAX_NAME:
         raise TokenError(f"invalid token: 'name' must be a string of 1-{MAX_NAME} characters")
     exp = claims["exp"]
     return Principal(user=sub, role=role, name=name, exp=int(exp))

@@ -36,7 +36,7 @@ _HTTP_CODES = {
     429: "rate_limited",
 }
 
-_PRINCIPAL: str = "liveserver.principal"
+_PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -28,6 +28,26 @@ class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message is one line for stderr."""
 
 
+def _tunables_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """Every numeric or boolean setting may be given as ``LIVESERVER_<NAME>`` (e.g.
+    ``LIVESERVER_SEND_QUEUE_FRAMES=2048``)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.type not in ("int", "float", "bool") or f.name in ("port", "workers", "dev", "redis_cluster"):
+            continue
+        raw = env.get(f"LIVESERVER_{f.name.upper()}")
+        if raw is None:
+            continue
+        try:
+            if f.type == "bool":
+                out[f.name] = raw.lower() in ("1", "true", "yes")
+            else:
+                out[f.name] = int(raw) if f.type == "int" else float(raw)
+        except ValueError:
+            raise SettingsError(f"LIVESERVER_{f.name.upper()} must be a{'n integer' if f.type == 'int' else ' number'}, not {raw!r}") from None
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server reads at start.  Build it with :meth:`from_env`."""
@@ -63,8 +83,8 @@ class Settings:
     close_grace_s: float = 5.0  # how long a close handshake may take before the socket is aborted
 
     # Presence
-    presence_beat_s: float = 0.5  # node heartbeat and dead-node sweep period
-    presence_ttl_s: float = 1.5  # a node silent this long is dead and its users leave
+    presence_beat_s: float = 0.4  # node heartbeat and dead-node sweep period
+    presence_ttl_s: float = 1.2  # a node silent this long is dead and its users leave
     presence_push_s: float = 1.0  # at most one ``presence`` frame per viewer this often
 
     # HTTP
@@ -98,6 +118,7 @@ class Settings:
             values["log_level"] = env["LIVESERVER_LOG_LEVEL"]
         if env.get("LIVESERVER_REDIS_CLUSTER", "").lower() in ("1", "true", "yes"):
             values["redis_cluster"] = True
+        values.update(_tunables_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
 
         if "data_dir" in values:

@@ -48,7 +48,7 @@ class Presence:
         self._ttl_ms = int(ttl_s * 1000)
         self._beat_s = beat_s
         self._push_s = push_s
-        self._last_pushed: dict[str, int] = {}
+        self._last_pushed: dict[str, tuple[int, float]] = {}
         self.online_cache: dict[str, int] = {}
 
     def _node_keys(self, room: str, node: str | None = None) -> list[str]:
@@ -108,11 +108,13 @@ class Presence:
             with contextlib.suppress(RedisError, OSError):
                 await self.leave(room, user)
 
-    def changed(self, room: str, online: int) -> bool:
-        """Whether ``online`` differs from what was last pushed for ``room`` (and remember it)."""
-        if self._last_pushed.get(room) == online:
+    def should_push(self, room: str, online: int, now: float) -> bool:
+        """Whether to push ``online`` for ``room`` now: it changed since the last push,
+        and the last push is at least ``push_s`` old (and remember the push)."""
+        last = self._last_pushed.get(room)
+        if last is not None and (last[0] == online or now - last[1] < self._push_s - 1e-3):
             return False
-        self._last_pushed[room] = online
+        self._last_pushed[room] = (online, now)
         return True
 
     def forget(self, room: str) -> None:
@@ -120,9 +122,9 @@ class Presence:
         self.online_cache.pop(room, None)
 
     async def run(self, rooms: Callable[[], list[str]], push: Callable[[str, int], None]) -> None:
-        """The node's presence loop: beat every ``beat_s``, push at most every ``push_s``."""
+        """The node's presence loop: beat every ``beat_s``; push a changed count at most
+        every ``push_s`` per room."""
         loop = asyncio.get_running_loop()
-        next_push = loop.time() + self._push_s
         while True:
             await asyncio.sleep(self._beat_s)
             try:
@@ -130,8 +132,7 @@ class Presence:
             except (RedisError, OSError) as exc:
                 log.warning("presence heartbeat failed: %s", exc)
                 continue
-            if loop.time() >= next_push:
-                next_push = loop.time() + self._push_s
-                for room, online in counts.items():
-                    if self.changed(room, online):
-                        push(room, online)
+            now = loop.time()
+            for room, online in counts.items():
+                if self.should_push(room, online, now):
+                    push(room, online)

@@ -1,0 +1,100 @@
+"""``HostClient``: the REST API for a host's app (and for admins and viewers' HTTP calls)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from .errors import ApiError
+
+__all__ = ["HostClient"]
+
+
+class HostClient:
+    """An async client of the HTTP API, authenticated with one token.
+
+    ::
+
+        async with HostClient("http://127.0.0.1:8080", token) as host:
+            room = await host.create_room("Autumn sale")
+            await host.start_room(room["room_id"])
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._own_session = session is None
+        self._session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+    async def __aenter__(self) -> HostClient:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self._session.close()
+
+    async def request(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
+        """Call the API; return the decoded JSON (None for 204).  Raises :class:`ApiError`."""
+        headers = {}
+        tok = token or self.token
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        async with self._session.request(method, self.base_url + path, json=body, headers=headers) as resp:
+            if resp.status == 204:
+                return None
+            try:
+                data = await resp.json(content_type=None)
+            except ValueError:
+                data = None
+            if resp.status >= 400:
+                err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                raise ApiError(resp.status, err.get("code", "unknown"), err.get("message", await resp.text()), err.get("field"))
+            return data
+
+    # -- rooms -------------------------------------------------------------------
+
+    async def create_room(self, title: str, room_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"title": title}
+        if room_id is not None:
+            body["room_id"] = room_id
+        return await self.request("POST", "/api/v1/rooms", body)
+
+    async def start_room(self, room_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/start")
+
+    async def end_room(self, room_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/end")
+
+    async def get_room(self, room_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/rooms/{room_id}")
+
+    async def put_product(self, room_id: str, product_id: str, title: str, price_cents: int) -> dict[str, Any]:
+        return await self.request(
+            "PUT", f"/api/v1/rooms/{room_id}/products/{product_id}", {"title": title, "price_cents": price_cents}
+        )
+
+    async def pin_product(self, room_id: str, product_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/products/{product_id}/pin")
+
+    async def ban(self, room_id: str, user: str, seconds: int) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/bans", {"user": user, "seconds": seconds})
+
+    # -- server ------------------------------------------------------------------
+
+    async def server_time_ms(self) -> int:
+        return int((await self.request("GET", "/api/v1/time"))["server_time_ms"])
+
+    async def healthz(self) -> dict[str, Any]:
+        return await self.request("GET", "/healthz")

@@ -1,0 +1,104 @@
+"""Fixtures that run liveserver nodes in-process against the session's real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from liveserver.app import create_app
+from liveserver.auth import mint_token
+from liveserver.keys import NODE
+from liveserver.node import Node
+from liveserver.sdk import JSON, HostClient, ViewerClient
+from liveserver.settings import Settings
+
+from ..conftest import SECRET, RedisProcess
+
+
+@dataclass
+class RunningNode:
+    """One server node on 127.0.0.1 with a free port."""
+
+    runner: web.AppRunner
+    port: int
+    settings: Settings
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def node(self) -> Node:
+        return self.runner.app[NODE]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+StartNode = Callable[..., Awaitable[RunningNode]]
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def base_settings(redis_server: RedisProcess, key_prefix: str) -> Settings:
+    return Settings(secret=SECRET, redis_url=redis_server.url, key_prefix=key_prefix)
+
+
+@pytest.fixture
+async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
+    """``await start_node(**settings_overrides)``: a node sharing the test's Redis and key prefix."""
+    running: list[RunningNode] = []
+
+    async def start(**overrides: Any) -> RunningNode:
+        settings = base_settings.replace(**overrides) if overrides else base_settings
+        runner = web.AppRunner(create_app(settings), shutdown_timeout=5, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        node = RunningNode(runner, port, settings)
+        running.append(node)
+        return node
+
+    yield start
+    for node in reversed(running):
+        await node.stop()
+
+
+@pytest.fixture
+async def server(start_node: StartNode) -> RunningNode:
+    return await start_node()
+
+
+def token(sub: str, role: str = "viewer", **kw: Any) -> str:
+    return mint_token(SECRET, sub, role, **kw)
+
+
+@pytest.fixture
+async def host(server: RunningNode) -> AsyncIterator[HostClient]:
+    async with HostClient(server.base_url, token("host1", "host")) as client:
+        yield client
+
+
+@pytest.fixture
+async def live_room(host: HostClient) -> str:
+    room = await host.create_room("Evening sale", room_id=f"room-{uuid.uuid4().hex[:8]}")
+    await host.start_room(room["room_id"])
+    return room["room_id"]
+
+
+async def join(node: RunningNode, user: str, room: str, protocol: str = JSON, **kw: Any) -> ViewerClient:
+    return await ViewerClient.connect(node.ws_url, token(user), room, protocol=protocol, **kw)

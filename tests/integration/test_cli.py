@@ -1,0 +1,237 @@
+"""`liveserver serve` as a user runs it: configuration errors, embedded Redis, drain, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from liveserver.sdk import HostClient, ViewerClient
+
+from ..conftest import SECRET, RedisProcess, free_port, start_redis
+from .conftest import token
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVESERVER_", "REDIS_URL"))}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "liveserver", *args], env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def spawn(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVESERVER_", "REDIS_URL"))}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "liveserver", "serve", *args], env=full_env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    """Kill the server if it still runs; return its stderr (and close the pipe)."""
+    if proc.poll() is None:
+        proc.kill()
+    _, err = proc.communicate(timeout=timeout)
+    return err
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if healthz(port)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.startswith("liveserver: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_missing_and_short_secret() -> None:
+    r = run_cli("serve", "--redis-url", "redis://127.0.0.1:1")
+    assert r.returncode == 2 and "LIVESERVER_SECRET" in one_error_line(r.stderr)
+    r = run_cli("serve", "--redis-url", "redis://127.0.0.1:1", env={"LIVESERVER_SECRET": "short"})
+    assert r.returncode == 2 and "too short" in one_error_line(r.stderr)
+
+
+def test_bad_settings_values() -> None:
+    r = run_cli("serve", env={"LIVESERVER_SECRET": SECRET, "REDIS_URL": "http://nope"})
+    assert r.returncode == 2 and "REDIS_URL" in one_error_line(r.stderr)
+    r = run_cli("serve", "--workers", "0", env={"LIVESERVER_SECRET": SECRET})
+    assert r.returncode == 2 and "--workers" in one_error_line(r.stderr)
+
+
+def test_unreachable_redis() -> None:
+    dead = free_port()
+    r = run_cli("serve", "--port", str(free_port()), "--redis-url", f"redis://127.0.0.1:{dead}/0",
+                env={"LIVESERVER_SECRET": SECRET})
+    assert r.returncode == 1 and "cannot reach Redis" in one_error_line(r.stderr)
+
+
+def test_taken_port(redis_server: RedisProcess) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run_cli("serve", "--port", str(port), "--redis-url", redis_server.url, env={"LIVESERVER_SECRET": SECRET})
+    assert r.returncode == 1 and "cannot listen" in one_error_line(r.stderr)
+
+
+def test_token_command() -> None:
+    r = run_cli("token", "--sub", "alice", "--role", "host", env={"LIVESERVER_SECRET": SECRET})
+    assert r.returncode == 0
+    from liveserver.auth import verify_token
+
+    assert verify_token(r.stdout.strip(), SECRET).user == "alice"
+    r = run_cli("token", "--sub", "alice")
+    assert r.returncode == 2 and "LIVESERVER_SECRET" in one_error_line(r.stderr)
+
+
+async def test_sigterm_drains_with_1012(redis_server: RedisProcess, key_prefix: str) -> None:
+    port = free_port()
+    proc = spawn("--port", str(port), "--redis-url", redis_server.url,
+                 env={"LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": key_prefix})
+    try:
+        await asyncio.to_thread(wait_healthy, port, proc)
+        base = f"http://127.0.0.1:{port}"
+        async with HostClient(base, token("h", "host")) as h:
+            await h.create_room("drain", room_id="drain-room")
+            await h.start_room("drain-room")
+        viewers = [await ViewerClient.connect(f"ws://127.0.0.1:{port}/ws", token(f"v{i}"), "drain-room") for i in range(5)]
+        proc.send_signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(v.wait_closed(timeout_s=10) for v in viewers))
+        assert codes == [1012] * 5
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+        with pytest.raises(OSError):  # no longer listening
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        finish(proc)
+
+
+async def test_healthz_follows_redis(key_prefix: str) -> None:
+    own = start_redis()
+    port = free_port()
+    proc = spawn("--port", str(port), "--redis-url", own.url,
+                 env={"LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": key_prefix})
+    try:
+        await asyncio.to_thread(wait_healthy, port, proc)
+        own.kill()
+        status, body = await asyncio.to_thread(healthz, port)
+        assert status == 503 and body["status"] == "unavailable"
+        # an API call while Redis is down is a 503 with the error shape, not a 500
+        async with HostClient(f"http://127.0.0.1:{port}", token("h", "host")) as h:
+            from liveserver.sdk import ApiError
+
+            with pytest.raises(ApiError) as e:
+                await h.get_room("any")
+            assert e.value.status == 503 and e.value.code == "unavailable"
+        own.start()
+        deadline = time.monotonic() + 10
+        while (await asyncio.to_thread(healthz, port))[0] != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    finally:
+        finish(proc)
+        own.stop()
+
+
+def test_embedded_redis_lifecycle(tmp_path: Path) -> None:
+    """--dev with no REDIS_URL: a real redis-server child with AOF under the data dir, stopped with the server."""
+    port = free_port()
+    data = tmp_path / "data"
+    proc = spawn("--dev", "--port", str(port), "--data-dir", str(data))
+    try:
+        wait_healthy(port, proc)
+        children = psutil.Process(proc.pid).children()
+        redis_children = [c for c in children if "redis-server" in c.name()]
+        assert len(redis_children) == 1
+        redis_pid = redis_children[0].pid
+        assert (data / "appendonly.aof").exists() or (data / "appendonlydir").exists()
+        # a second server on the same data dir refuses with one line
+        second = spawn("--dev", "--port", str(free_port()), "--data-dir", str(data))
+        _, err = second.communicate(timeout=30)
+        assert second.returncode == 1 and "in use" in one_error_line(err)
+        # the demo room is live
+        with urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/rooms/demo", headers={"Authorization": f"Bearer {dev_token(port)}"}
+        )) as r:
+            assert json.load(r)["status"] == "live"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "embedded redis-server" in err
+        assert not psutil.pid_exists(redis_pid) or psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        finish(proc)
+
+
+def dev_token(port: int) -> str:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/dev/tokens", data=b'{"sub": "t"}', method="POST")
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["token"]
+
+
+def test_embedded_redis_dies_with_a_killed_server(tmp_path: Path) -> None:
+    port = free_port()
+    proc = spawn("--dev", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    try:
+        wait_healthy(port, proc)
+        redis_child = next(c for c in psutil.Process(proc.pid).children() if "redis-server" in c.name())
+        finish(proc)
+        redis_child.wait(timeout=10)  # PR_SET_PDEATHSIG: it does not outlive the server
+        assert not redis_child.is_running()
+    finally:
+        finish(proc)
+
+
+async def test_workers_share_port_and_rooms(redis_server: RedisProcess, key_prefix: str) -> None:
+    port = free_port()
+    proc = spawn("--port", str(port), "--workers", "2", "--redis-url", redis_server.url,
+                 env={"LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": key_prefix})
+    try:
+        await asyncio.to_thread(wait_healthy, port, proc)
+        workers = [c for c in psutil.Process(proc.pid).children() if "python" in c.name().lower()]
+        assert len(workers) >= 2
+        base = f"http://127.0.0.1:{port}"
+        async with HostClient(base, token("h", "host")) as h:
+            await h.create_room("workers", room_id="w-room")
+            await h.start_room("w-room")
+            viewers = [await ViewerClient.connect(f"ws://127.0.0.1:{port}/ws", token(f"v{i}"), "w-room") for i in range(12)]
+            await h.put_product("w-room", "p", "P", 1)
+            await h.pin_product("w-room", "p")
+            for v in viewers:  # whichever worker holds it
+                assert (await v.wait_for("product_pinned"))["product_id"] == "p"
+            assert (await h.get_room("w-room"))["online"] == 12
+        proc.send_signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(v.wait_closed(timeout_s=15) for v in viewers))
+        assert set(codes) == {1012}
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        finish(proc)
