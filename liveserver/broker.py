@@ -58,6 +58,7 @@ class Broker:
         self._release_timers: dict[str, asyncio.TimerHandle] = {}
         self._unsubscribe_delay_s = unsubscribe_delay_s
         self._reader: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.received = 0
         self.errors = 0
         self.confirm_timeout_s = 5.0
@@ -112,9 +113,12 @@ class Broker:
         if room in self._release_timers:
             return
         loop = asyncio.get_running_loop()
-        self._release_timers[room] = loop.call_later(
-            self._unsubscribe_delay_s, lambda: loop.create_task(self._unsubscribe(room))
-        )
+        def fire() -> None:
+            task = loop.create_task(self._unsubscribe(room))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        self._release_timers[room] = loop.call_later(self._unsubscribe_delay_s, fire)
 
     async def _unsubscribe(self, room: str) -> None:
         self._release_timers.pop(room, None)

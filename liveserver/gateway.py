@@ -178,6 +178,9 @@ class Session:
             await self._reject(CloseCode.FORBIDDEN, "you are banned from this room", "forbidden")
             return False
 
+        if node.draining:
+            await self._reject(CloseCode.SERVICE_RESTART, "server restart", "unavailable")
+            return False
         conn = Connection(ws=self.ws, principal=principal, room=room.room_id, protocol=self.protocol,
                           limits=node.hub.limits, stats=node.hub.stats, is_host=is_host)
         _, first_of_user = node.hub.add(conn)
