@@ -21,7 +21,7 @@ __all__ = ["MIN_SECRET_LENGTH", "Settings", "SettingsError"]
 #: HS256 keys shorter than the hash output (32 bytes) are brute-forceable; PyJWT warns below it too.
 MIN_SECRET_LENGTH = 32
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,32}$")
+_PREFIX_RE = re.compile(r"\A[A-Za-z0-9_.:-]{0,32}\Z")
 
 
 class SettingsError(ValueError):

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Room, product, sale and user ids: 1-64 of ``[A-Za-z0-9_.-]`` (the token ``sub`` rule).
-ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ID_RE: Final = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 MAX_REQ_ID = 64
 MAX_TOKEN = 4096
@@ -153,6 +153,8 @@ def decode(payload: str | bytes, protocol: Protocol) -> dict[str, Any]:
             raise WireError("bad_frame", f"not valid msgpack: {exc}") from None
     if not isinstance(obj, dict):
         raise WireError("bad_frame", "a message must be a map with a 'type'")
+    if not all(isinstance(k, str) for k in obj):
+        raise WireError("bad_frame", "map keys must be strings")
     return obj
 
 

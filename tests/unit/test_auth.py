@@ -237,3 +237,15 @@ def test_viewer_may_not_run_even_with_matching_user() -> None:
     viewer = _p("h1", Role.VIEWER)
     assert viewer.may_run("h1") is False
     assert not viewer.is_admin
+
+
+def test_long_sub_without_name_is_accepted() -> None:
+    """A sub of 33-64 characters with no name claim: the display name defaults to the sub."""
+    p = verify_token(mint_token(SECRET, "a" * 64), SECRET)
+    assert p.user == "a" * 64 and p.name == "a" * 64
+
+
+def test_sub_with_trailing_newline_rejected() -> None:
+    raw = jwt.encode({"sub": "alice\n", "role": "viewer", "exp": 2**40}, SECRET, algorithm="HS256")
+    with pytest.raises(TokenError):
+        verify_token(raw, SECRET)

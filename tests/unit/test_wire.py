@@ -495,3 +495,18 @@ def test_decode_then_parse_pipeline_for_both_protocols() -> None:
     for protocol in BOTH:
         parsed = parse_client_message(decode(encode(msg, protocol), protocol))
         assert parsed == Danmaku(text="主播好👋", req_id="d7")
+
+
+@pytest.mark.parametrize("bad", ["r1\n", "r1\r\n", "\nr1", "r 1"])
+def test_ids_with_newlines_are_rejected(bad: str) -> None:
+    with pytest.raises(WireError) as e:
+        parse_client_message({"type": "hello", "token": "t", "room": bad})
+    assert e.value.field == "room"
+    with pytest.raises(WireError):
+        parse_client_message({"type": "grab", "sale_id": bad, "req_id": "r"})
+
+
+def test_msgpack_bytes_keys_are_bad_frames() -> None:
+    with pytest.raises(WireError) as e:
+        decode(msgpack.packb({b"type": b"ping"}, use_bin_type=True), Protocol.MSGPACK)
+    assert e.value.code == "bad_frame"
