@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
+from .danmaku import api as danmaku_api
 from .gateway import websocket_handler
 from .http import error_middleware
 from .keys import NODE, SETTINGS
@@ -37,8 +38,8 @@ async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
         await node.redis.aclose()
         raise ConnectionError(f"cannot reach Redis at {describe_url(settings.redis_url or '')}: {exc}") from None
     app[NODE] = node
-    await node.start()
     try:
+        await node.start()
         yield
     finally:
         await node.stop()
@@ -59,4 +60,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws", websocket_handler)
     app.router.add_routes(api.routes)
     app.router.add_routes(rooms_api.routes)
+    app.router.add_routes(danmaku_api.routes)
     return app

@@ -47,12 +47,14 @@ class Broker:
         keyspace: Keyspace,
         deliver: Deliver,
         *,
+        is_wanted: Callable[[str], bool],
         unsubscribe_delay_s: float = 5.0,
     ) -> None:
         self._publisher = publisher
         self._subscriber = subscriber
         self._keys = keyspace
         self._deliver = deliver
+        self._is_wanted = is_wanted
         self._pubsub = subscriber.pubsub()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._release_timers: dict[str, asyncio.TimerHandle] = {}
@@ -71,6 +73,8 @@ class Broker:
         for timer in self._release_timers.values():
             timer.cancel()
         self._release_timers.clear()
+        for task in list(self._background):
+            task.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +126,8 @@ class Broker:
 
     async def _unsubscribe(self, room: str) -> None:
         self._release_timers.pop(room, None)
+        if self._is_wanted(room):  # a viewer came back (or joins right now): keep it
+            return
         channel = self._keys.room(room).channel
         if self._confirmed.pop(channel, None) is None:
             return

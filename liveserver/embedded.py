@@ -127,7 +127,7 @@ class EmbeddedRedis:
                 [binary, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,  # it logs to DATA_DIR/redis.log
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
                 close_fds=True,
             )
@@ -138,11 +138,10 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = (self._proc.stderr.read() if self._proc.stderr else b"").decode(errors="replace")
-                log = self._tail_log()
+                log = self._tail_log().strip().splitlines()
                 self._release()
                 raise EmbeddedRedisError(
-                    f"redis-server exited with {self._proc.returncode}: {(err or log).strip()[-300:]}"
+                    f"redis-server exited with {self._proc.returncode}: {log[-1] if log else 'no log'}"
                 )
             if self._ping():
                 return url
@@ -183,8 +182,6 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc is not None and proc.stderr:
-            proc.stderr.close()
         self._release()
 
     def _release(self) -> None:

@@ -31,6 +31,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from .auth import Principal, TokenError, verify_token
+from .danmaku.service import JoinState
 from .errors import ApiError, BadRequest, Unavailable
 from .hub import Connection
 from .keys import NODE
@@ -91,11 +92,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, s.ws_sndbuf_bytes)
     protocol = Protocol(ws.ws_protocol) if ws.ws_protocol else Protocol.JSON
     session = Session(node, ws, protocol)
-    node.sessions += 1
+    node.sessions.add(session)
     try:
         await session.run()
     finally:
-        node.sessions -= 1
+        node.sessions.discard(session)
+        session.done.set()
         node.metrics.ws_closes.labels(code=str(ws.close_code)).inc()
     return ws
 
@@ -109,16 +111,19 @@ class Session:
         self.protocol = protocol
         self.conn: Connection | None = None
         self.principal: Principal | None = None
+        self.done = asyncio.Event()
         s = node.settings
-        now = time.monotonic()
-        self._bucket = TokenBucket(s.client_msg_rate, s.client_msg_burst, now)
+        self._bucket = TokenBucket(s.client_msg_rate, s.client_msg_burst, time.monotonic())
         self._strikes = StrikeCounter(s.bad_frame_limit, s.bad_frame_window_s)
+        self._slot: str | None = None  # the user whose connection slot this session holds
+        self._busy = False  # a command is being handled
+        self._drain_after = False  # close with 1012 once the command in hand is answered
 
     # -- the session -------------------------------------------------------------
 
     async def run(self) -> None:
         try:
-            if self.node.sessions > self.node.settings.max_connections:
+            if len(self.node.sessions) > self.node.settings.max_connections:
                 await self._reject(CloseCode.TOO_MANY_CONNECTIONS, "server is full", "too_many_connections")
                 return
             if await self._handshake():
@@ -126,11 +131,24 @@ class Session:
         finally:
             await self._teardown()
 
-    async def _reject(self, code: int, reason: str, error_code: str | None = None) -> None:
+    def drain(self) -> None:
+        """SIGTERM: close with 1012, after the command in hand (if any) has been answered."""
+        conn = self.conn
+        if conn is None:  # still in the handshake: no hub connection to flush
+            task = asyncio.get_running_loop().create_task(self._reject(CloseCode.SERVICE_RESTART, "server restart"))
+            self.node.background(task)
+        elif self._busy:
+            self._drain_after = True
+        else:
+            conn.close(CloseCode.SERVICE_RESTART, "server restart")
+
+    async def _reject(self, code: int, reason: str, error_code: str | None = None, req_id: str | None = None) -> None:
         """Before ``welcome``: send an error frame (if any) and close with ``code``."""
+        if self.ws.closed:
+            return
         with contextlib.suppress(ConnectionError, RuntimeError):
             if error_code is not None:
-                frame = encode(error_message(error_code, reason), self.protocol)
+                frame = encode(error_message(error_code, reason, req_id=req_id), self.protocol)
                 await (self.ws.send_bytes(frame) if isinstance(frame, bytes) else self.ws.send_str(frame))
             await asyncio.wait_for(
                 self.ws.close(code=code, message=reason.encode()[:120]), self.node.settings.close_grace_s
@@ -144,66 +162,82 @@ class Session:
         except asyncio.TimeoutError:
             await self._reject(CloseCode.UNAUTHORIZED, f"no hello within {s.hello_timeout_s:g} s", "unauthorized")
             return False
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or node.draining:
             return False
         try:
             hello = parse_client_message(decode(msg.data, self.protocol))
         except WireError as exc:
-            await self._reject(CloseCode.UNAUTHORIZED, f"the first message must be a valid hello: {exc.message}", exc.code)
+            await self._reject(CloseCode.UNAUTHORIZED, f"the first message must be a valid hello: {exc.message}",
+                               exc.code, exc.req_id)
             return False
         if not isinstance(hello, Hello):
-            await self._reject(CloseCode.UNAUTHORIZED, "the first message must be hello", "unauthorized")
+            await self._reject(CloseCode.UNAUTHORIZED, "the first message must be hello", "unauthorized",
+                               getattr(hello, "req_id", None))
             return False
         try:
             principal = verify_token(hello.token, s.secret)
         except TokenError as exc:
-            await self._reject(CloseCode.UNAUTHORIZED, exc.message, "unauthorized")
+            await self._reject(CloseCode.UNAUTHORIZED, exc.message, "unauthorized", hello.req_id)
             return False
         self.principal = principal
-        if node.hub.user_connections(principal.user) >= s.max_connections_per_user:
-            await self._reject(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user", "too_many_connections")
+        if not node.hub.reserve_user(principal.user, s.max_connections_per_user):
+            await self._reject(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user",
+                               "too_many_connections", hello.req_id)
             return False
+        self._slot = principal.user
         try:
             room = await node.rooms.find(hello.room)
             ban_ms = await node.rooms.ban_expiry_ms(hello.room, principal.user) if room else None
         except _REDIS_DOWN as exc:
             log.warning("hello failed, Redis unavailable: %s", exc)
-            await self._reject(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry", "unavailable")
+            await self._reject(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry", "unavailable", hello.req_id)
             return False
         if room is None:
-            await self._reject(CloseCode.ROOM_NOT_FOUND, f"room {hello.room} not found", "not_found")
+            await self._reject(CloseCode.ROOM_NOT_FOUND, f"room {hello.room} not found", "not_found", hello.req_id)
             return False
         is_host = principal.may_run(room.host)
-        if ban_ms is not None and ban_ms > node.clock.now_ms() and not is_host:
-            await self._reject(CloseCode.FORBIDDEN, "you are banned from this room", "forbidden")
+        if self._banned(ban_ms, is_host):
+            await self._reject(CloseCode.FORBIDDEN, "you are banned from this room", "forbidden", hello.req_id)
             return False
 
-        if node.draining:
-            await self._reject(CloseCode.SERVICE_RESTART, "server restart", "unavailable")
-            return False
         conn = Connection(ws=self.ws, principal=principal, room=room.room_id, protocol=self.protocol,
                           limits=node.hub.limits, stats=node.hub.stats, is_host=is_host)
-        _, first_of_user = node.hub.add(conn)
-        self.conn = conn  # from here on, room messages queue up behind the welcome
+        node.hub.add(conn)
+        self.conn, self._slot = conn, None  # the connection holds the slot now; from here on,
+        # room messages queue up behind the welcome
         try:
             await node.broker.subscribe(room.room_id)
-            online = await (node.presence.join(room.room_id, principal.user) if first_of_user
-                            else node.presence.online(room.room_id))
-            welcome = await self._welcome(room.room_id, online, hello)
+            online = await node.presence.sync(room.room_id, principal.user)
+            state = await node.danmaku.join_state(room.room_id, principal.user, hello.last_seq)
+            if online is None:
+                online = await node.presence.online(room.room_id)
+            pinned = await node.rooms.product(room.room_id, state.room.pinned) if state.room and state.room.pinned else None
         except _REDIS_DOWN as exc:
             log.warning("join failed, Redis unavailable: %s", exc)
+            conn.send_first(error_message("unavailable", "service unavailable, retry", req_id=hello.req_id))
             conn.close(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry")
             return False
-        conn.send_first(welcome)
+        if state.room is None:  # the room's keys expired while we joined
+            conn.send_first(error_message("not_found", f"room {hello.room} not found", req_id=hello.req_id))
+            conn.close(CloseCode.ROOM_NOT_FOUND, f"room {hello.room} not found")
+            return False
+        if self._banned(state.ban_ms, is_host):  # banned while we subscribed
+            conn.send_first(error_message("forbidden", "you are banned from this room", req_id=hello.req_id))
+            conn.close(CloseCode.FORBIDDEN, "you are banned from this room")
+            return False
+        welcome = self._welcome(state, online, hello, pinned.public() if pinned else None)
+        # No await from here to send_first: the danmaku seam (fanout.activate) relies on it.
+        node.fanout.note_seq(room.room_id, state.seq)
+        node.likes.seen(room.room_id, state.likes)
+        conn.send_first(welcome, *node.fanout.activate(conn, state.seq, state.items))
         return True
 
-    async def _welcome(self, room_id: str, online: int, hello: Hello) -> dict[str, Any]:
-        """Read the room after subscribing, so that no change falls between the two."""
-        node = self.node
-        room = await node.rooms.get(room_id)
-        seq = await node.redis.get(node.keys.room(room_id).seq)
-        principal = self.principal
-        assert principal is not None
+    def _banned(self, ban_ms: int | None, is_host: bool) -> bool:
+        return ban_ms is not None and ban_ms > self.node.clock.now_ms() and not is_host
+
+    def _welcome(self, state: JoinState, online: int, hello: Hello, pinned: dict[str, Any] | None) -> dict[str, Any]:
+        room, principal = state.room, self.principal
+        assert room is not None and principal is not None
         welcome: dict[str, Any] = {
             "type": "welcome",
             "user": principal.user,
@@ -215,15 +249,16 @@ class Session:
                 "host": room.host,
                 "status": room.status,
                 "online": online,
+                "likes": state.likes,
             },
-            "server_time_ms": node.clock.now_ms(),
-            "seq": int(seq or 0),
+            "server_time_ms": self.node.clock.now_ms(),
+            "seq": state.seq,
             "drops": [],
         }
-        if room.pinned:
-            product = await node.rooms.product(room_id, room.pinned)
-            if product is not None:
-                welcome["pinned"] = product.public()
+        if state.recovered is not None:
+            welcome["recovered"] = state.recovered
+        if pinned is not None:
+            welcome["pinned"] = pinned
         if hello.req_id is not None:
             welcome["req_id"] = hello.req_id
         return welcome
@@ -255,7 +290,14 @@ class Session:
                 if self._strike(exc, now):
                     break
                 continue
-            await self._dispatch(parsed)
+            self._busy = True
+            try:
+                await self._dispatch(parsed)
+            finally:
+                self._busy = False
+            if self._drain_after:
+                conn.close(CloseCode.SERVICE_RESTART, "server restart")
+                break
 
     def _strike(self, exc: WireError, now: float) -> bool:
         """Answer a bad frame; close with 4008 past the limit.  Returns True if closing."""
@@ -309,16 +351,18 @@ class Session:
     # -- teardown ----------------------------------------------------------------
 
     async def _teardown(self) -> None:
+        node = self.node
+        if self._slot is not None:
+            node.hub.release_user(self._slot)
+            self._slot = None
         conn = self.conn
         if conn is None:
             return
-        node = self.node
-        empty, last_of_user = node.hub.remove(conn)
-        if last_of_user:
-            try:
-                await node.presence.leave(conn.room, conn.user)
-            except _REDIS_DOWN as exc:  # the node's heartbeat keeps the set; the next leave or reap fixes it
-                log.warning("presence leave failed for %s in %s: %s", conn.user, conn.room, exc)
+        empty, _ = node.hub.remove(conn)
+        try:
+            await node.presence.sync(conn.room, conn.user)
+        except _REDIS_DOWN as exc:  # retried by the presence heartbeat
+            log.warning("presence leave failed for %s in %s: %s", conn.user, conn.room, exc)
         if empty:
             node.broker.release(conn.room)
             node.presence.forget(conn.room)

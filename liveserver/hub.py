@@ -24,20 +24,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from .auth import Principal
-from .wire import DROPPABLE_TYPES, CloseCode, Protocol, encode, encode_json, encode_msgpack
+from .wire import DROPPABLE_TYPES, CloseCode, Protocol, TextFrame, encode_frame, encode_msgpack
 
 __all__ = ["Connection", "Hub", "QueueLimits", "HubStats"]
 
 log = logging.getLogger(__name__)
 
-Frame = str | bytes
+Frame = bytes  # a TextFrame (JSON) or plain bytes (msgpack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,9 @@ class Connection:
         "closing",
         "closed",
         "dropped",
+        "ready",
+        "dm_seq",
+        "backlog",
         "__weakref__",
     )
 
@@ -114,6 +117,11 @@ class Connection:
         self.closing = False
         self.closed = asyncio.Event()
         self.dropped = 0
+        #: welcomed: gets danmaku ticks (until then, they collect in ``backlog``)
+        self.ready = False
+        #: the last danmaku seq this connection was given or skipped (danmaku/fanout.py)
+        self.dm_seq = 0
+        self.backlog: list[dict[str, Any]] | None = []
 
     @property
     def user(self) -> str:
@@ -152,11 +160,12 @@ class Connection:
 
     def send(self, msg: dict[str, Any]) -> bool:
         """Encode ``msg`` for this connection alone and queue it as control."""
-        return self.enqueue(encode(msg, self.protocol), droppable=False)
+        return self.enqueue(encode_frame(msg, self.protocol), droppable=False)
 
-    def send_first(self, msg: dict[str, Any]) -> None:
-        """Put ``msg`` ahead of everything queued (the ``welcome``), then start writing."""
-        self._queue.appendleft(encode(msg, self.protocol))
+    def send_first(self, msg: dict[str, Any], *frames: Frame) -> None:
+        """Put ``msg`` (the ``welcome``) and then ``frames`` ahead of everything queued
+        while the connection joined, then start writing."""
+        self._queue.extendleft(reversed([encode_frame(msg, self.protocol), *frames]))
         self._wakeup.set()
         self.start()
 
@@ -177,12 +186,12 @@ class Connection:
                     await wakeup.wait()
                     continue
                 frame = queue.popleft()
-                if isinstance(frame, str):
-                    await ws.send_str(frame)
-                elif isinstance(frame, bytes):
-                    await ws.send_bytes(frame)
+                if type(frame) is TextFrame:
+                    await ws.send_frame(frame, WSMsgType.TEXT)
+                elif type(frame) is bytes:
+                    await ws.send_frame(frame, WSMsgType.BINARY)
                 else:
-                    await self._close_ws(frame.code, frame.reason)
+                    await self._close_ws(frame.code, frame.reason)  # type: ignore[union-attr]
                     break
                 stats.frames_sent += 1
         except (ConnectionError, RuntimeError):
@@ -264,14 +273,13 @@ class _Room:
 
 
 class Hub:
-    """The rooms of this process.  ``on_internal`` handles ``_``-typed broker messages."""
+    """The rooms of this process."""
 
     def __init__(self, limits: QueueLimits) -> None:
         self.limits = limits
         self.stats = HubStats()
         self._rooms: dict[str, _Room] = {}
         self._user_conns: dict[str, int] = {}
-        self.on_internal: Callable[[str, dict[str, Any]], None] | None = None
 
     def __len__(self) -> int:
         return sum(len(r.conns) for r in self._rooms.values())
@@ -289,15 +297,44 @@ class Hub:
             yield from list(r.conns)
 
     def user_connections(self, user: str) -> int:
-        """How many connections ``user`` holds on this process."""
+        """How many connections ``user`` holds (or is opening) on this process."""
         return self._user_conns.get(user, 0)
+
+    def reserve_user(self, user: str, limit: int) -> bool:
+        """Take one of ``user``'s ``limit`` connection slots (before the join's awaits, so
+        that concurrent hellos cannot pass the limit together).  :meth:`remove` or
+        :meth:`release_user` gives it back."""
+        n = self._user_conns.get(user, 0)
+        if n >= limit:
+            return False
+        self._user_conns[user] = n + 1
+        return True
+
+    def release_user(self, user: str) -> None:
+        left = self._user_conns.get(user, 1) - 1
+        if left <= 0:
+            self._user_conns.pop(user, None)
+        else:
+            self._user_conns[user] = left
+
+    def has_user(self, room: str, user: str) -> bool:
+        r = self._rooms.get(room)
+        return r is not None and user in r.users
+
+    def has_room(self, room: str) -> bool:
+        return room in self._rooms
+
+    def room_connections(self, room: str) -> list[Connection]:
+        r = self._rooms.get(room)
+        return list(r.conns) if r else []
 
     def users(self, room: str) -> list[str]:
         r = self._rooms.get(room)
         return list(r.users) if r else []
 
     def add(self, conn: Connection) -> tuple[bool, bool]:
-        """Register ``conn``.  Returns (first connection in the room, first of the user in the room)."""
+        """Register ``conn`` (whose user slot is reserved).  Returns (first connection in
+        the room, first of the user in the room)."""
         r = self._rooms.get(conn.room)
         first_room = r is None
         if r is None:
@@ -309,7 +346,6 @@ class Hub:
             r.json_conns += 1
         n = r.users.get(conn.user, 0)
         r.users[conn.user] = n + 1
-        self._user_conns[conn.user] = self._user_conns.get(conn.user, 0) + 1
         return first_room, n == 0
 
     def remove(self, conn: Connection) -> tuple[bool, bool]:
@@ -327,11 +363,7 @@ class Hub:
             r.users.pop(conn.user, None)
         else:
             r.users[conn.user] = n
-        left = self._user_conns.get(conn.user, 1) - 1
-        if left <= 0:
-            self._user_conns.pop(conn.user, None)
-        else:
-            self._user_conns[conn.user] = left
+        self.release_user(conn.user)
         empty = not r.conns
         if empty:
             del self._rooms[conn.room]
@@ -351,19 +383,15 @@ class Hub:
         payload), reused as the binary frame so that it is not encoded again.
         """
         kind = msg.get("type", "")
-        if kind.startswith("_"):
-            if self.on_internal is not None:
-                self.on_internal(room, msg)
-            return 0
         r = self._rooms.get(room)
         if r is None:
             return 0
-        json_frame = encode_json(msg) if r.json_conns else None
+        json_frame = encode_frame(msg, Protocol.JSON) if r.json_conns else None
         if r.msgpack_conns and msgpack_frame is None:
             msgpack_frame = encode_msgpack(msg)
         droppable = kind in DROPPABLE_TYPES
         count = 0
-        for conn in list(r.conns):
+        for conn in r.conns:  # enqueue never adds or removes connections
             if hosts_only and not conn.is_host:
                 continue
             frame = msgpack_frame if conn.protocol is Protocol.MSGPACK else json_frame

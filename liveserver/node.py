@@ -14,7 +14,11 @@ from typing import Any
 
 from .broker import Broker
 from .clock import Clock
-from .gateway import Command
+from .danmaku import api as danmaku_api
+from .danmaku.fanout import DanmakuFanout
+from .danmaku.likes import Likes
+from .danmaku.service import DanmakuService
+from .gateway import Command, Session
 from .hub import Hub, QueueLimits
 from .metrics.prom import Metrics
 from .redisio import Keyspace, RedisClient, Scripts, connect, connect_pubsub
@@ -45,24 +49,42 @@ class Node:
                 close_grace_s=settings.close_grace_s,
             )
         )
-        self.hub.on_internal = self._on_internal
-        self.broker = Broker(redis, subscriber, self.keys, self._deliver)
+        self.broker = Broker(redis, subscriber, self.keys, self._deliver, is_wanted=self.hub.has_room)
         self.presence = Presence(
             redis,
             self.scripts,
             self.keys,
             self.node_id,
+            self.hub.has_user,
             ttl_s=settings.presence_ttl_s,
             beat_s=settings.presence_beat_s,
             push_s=settings.presence_push_s,
         )
         self.rooms = RoomService(redis, self.scripts, self.keys, self.broker.publish, settings.ended_room_ttl_s)
+        self.danmaku = DanmakuService(redis, self.scripts, self.keys, settings, self.rooms)
+        self.fanout = DanmakuFanout(
+            self.hub,
+            self.danmaku.history_range,
+            tick_s=settings.danmaku_tick_s,
+            items_per_tick=settings.danmaku_items_per_tick,
+            lag_items_per_tick=settings.danmaku_lag_items_per_tick,
+            lag_frames=settings.danmaku_lag_frames,
+        )
+        self.likes = Likes(redis, self.keys, self.hub, self.fanout, settings.likes_push_s)
         self.metrics = Metrics(self)
         self.draining = False
-        self.sessions = 0  # WebSocket sessions open on this process, welcomed or not
+        self.sessions: set[Session] = set()  # WebSocket sessions on this process, welcomed or not
         #: client command handlers by message class (danmaku, grabs and claims register here)
-        self.commands: dict[type, Command] = {}
+        self.commands: dict[type, Command] = {**danmaku_api.commands}
+        #: broker messages the node handles itself instead of fanning them out as they are
+        self._handlers: dict[str, Any] = {
+            "_dm": self.fanout.on_item,
+            "danmaku_deleted": self.fanout.on_delete,
+            "_words": self._on_words,
+            "_kick": self._on_kick,
+        }
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def connect(cls, settings: Settings) -> Node:
@@ -75,13 +97,21 @@ class Node:
 
     async def start(self) -> None:
         await self.clock.sync(self.redis)
+        await self.danmaku.load_global_words()
         await self.broker.start()
         self._spawn(self.presence.run(self.hub.rooms, self._push_presence), "presence")
+        self._spawn(self.fanout.run(), "danmaku-tick")
+        self._spawn(self.likes.run(), "likes")
         self._spawn(self._clock_loop(), "clock")
         log.info("node %s up (clock offset to Redis %.1f ms)", self.node_id, self.clock.offset_ms)
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))
+
+    def background(self, task: asyncio.Task[Any]) -> None:
+        """Keep a short-lived task referenced until it ends."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _clock_loop(self) -> None:
         while True:
@@ -90,36 +120,54 @@ class Node:
                 await self.clock.sync(self.redis)
 
     async def drain(self) -> None:
-        """Close every WebSocket with 1012 (flushing what is queued) and wait for them."""
+        """Close every WebSocket with 1012 (after the command in hand and what is queued)
+        and wait for them, at most ``drain_timeout_s``; then drop what is left."""
         self.draining = True
-        conns = list(self.hub.connections())
-        for conn in conns:
-            conn.close(CloseCode.SERVICE_RESTART, "server restart")
-        if conns:
-            await asyncio.gather(*(c.wait_closed(self.settings.drain_timeout_s) for c in conns))
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.drain()
+        if sessions:
+            done = asyncio.gather(*(s.done.wait() for s in sessions))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(done, self.settings.drain_timeout_s)
+        for conn in self.hub.connections():
+            conn.abort()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in [*self._tasks, *self._background]:
+            try:
                 await task
-        memberships = [(room, user) for room in self.hub.rooms() for user in self.hub.users(room)]
-        await self.presence.leave_all(memberships)
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that died of a bug must not stop the shutdown
+                log.exception("background task %s had failed", task.get_name())
+        await self.presence.leave_all()
+        await self.fanout.close()
         await self.broker.close()
         await self.redis.aclose()
 
     # -- delivery --------------------------------------------------------------
 
     def _deliver(self, room: str, msg: dict[str, Any], payload: bytes) -> None:
-        self.hub.deliver(room, msg, payload)
+        handler = self._handlers.get(msg.get("type", ""))
+        if handler is not None:
+            handler(room, msg)
+        elif room:
+            self.hub.deliver(room, msg, payload)
 
     def _push_presence(self, room: str, online: int) -> None:
         self.hub.deliver(room, {"type": "presence", "online": online})
 
-    def _on_internal(self, room: str, msg: dict[str, Any]) -> None:
-        if msg.get("type") == "_kick":
-            user = msg.get("user")
-            for conn in self.hub.connections(room):
-                if conn.user == user:
-                    conn.close(CloseCode.FORBIDDEN, str(msg.get("reason", "banned")))
+    def _on_words(self, room: str, msg: dict[str, Any]) -> None:
+        if room:
+            self.danmaku.invalidate(room)
+        else:  # the global list changed
+            self.background(asyncio.create_task(self.danmaku.load_global_words(), name="reload-words"))
+
+    def _on_kick(self, room: str, msg: dict[str, Any]) -> None:
+        user = msg.get("user")
+        for conn in self.hub.connections(room):
+            if conn.user == user and not conn.is_host:
+                conn.close(CloseCode.FORBIDDEN, str(msg.get("reason", "banned")))

@@ -87,6 +87,20 @@ class Settings:
     presence_ttl_s: float = 1.2  # a node silent this long is dead and its users leave
     presence_push_s: float = 1.0  # at most one ``presence`` frame per viewer this often
 
+    # Danmaku
+    danmaku_tick_s: float = 0.1  # one coalesced ``danmaku`` frame per room per tick
+    danmaku_max_chars: int = 200  # longer text is refused with ``too_long``
+    danmaku_user_rate: float = 1.0  # danmaku per second per user per room (GCRA in Redis)
+    danmaku_user_burst: int = 3
+    danmaku_room_rate: float = 1000.0  # accepted danmaku per second per room: the flood cap
+    danmaku_room_burst: int = 2000
+    danmaku_history: int = 500  # danmaku kept per room for resume (capped stream)
+    danmaku_items_per_tick: int = 100  # items per frame; more wait for the next ticks (10 at most), then are thinned
+    danmaku_lag_items_per_tick: int = 10  # items per tick for a viewer whose queue is backing up
+    danmaku_lag_frames: int = 32  # queued frames past which a viewer counts as backing up
+    likes_push_s: float = 1.0  # at most one ``likes`` frame per viewer this often
+    banned_words_file: Path | None = None  # one word per line, matched in every room
+
     # HTTP
     http_write_rate: float = 20.0  # mutating requests per second per user (token bucket in Redis)
     http_write_burst: int = 40
@@ -112,6 +126,8 @@ class Settings:
             values["secret"] = env["LIVESERVER_SECRET"]
         if env.get("LIVESERVER_DATA_DIR"):
             values["data_dir"] = Path(env["LIVESERVER_DATA_DIR"])
+        if env.get("LIVESERVER_BANNED_WORDS_FILE"):
+            values["banned_words_file"] = Path(env["LIVESERVER_BANNED_WORDS_FILE"])
         if env.get("LIVESERVER_KEY_PREFIX") is not None:
             values["key_prefix"] = env["LIVESERVER_KEY_PREFIX"]
         if env.get("LIVESERVER_LOG_LEVEL"):
@@ -166,6 +182,12 @@ class Settings:
             raise SettingsError("droppable_queue_frames must not exceed send_queue_frames")
         if self.max_frame_bytes > self.hard_frame_bytes:
             raise SettingsError("max_frame_bytes must not exceed hard_frame_bytes")
+        if not 0.01 <= self.danmaku_tick_s <= 1.0:
+            raise SettingsError("danmaku_tick_s must be from 0.01 to 1.0")
+        if self.danmaku_history < 1 or self.danmaku_items_per_tick < 1 or self.danmaku_lag_items_per_tick < 1:
+            raise SettingsError("danmaku_history and the items per tick must be at least 1")
+        if self.banned_words_file is not None and not Path(self.banned_words_file).is_file():
+            raise SettingsError(f"LIVESERVER_BANNED_WORDS_FILE {self.banned_words_file} is not a readable file")
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes``, checked."""

@@ -37,7 +37,9 @@ __all__ = [
     "Claim",
     "decode",
     "encode",
+    "encode_frame",
     "encode_json",
+    "TextFrame",
     "encode_msgpack",
     "parse_client_message",
     "error_message",
@@ -49,7 +51,7 @@ ID_RE: Final = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 MAX_REQ_ID = 64
 MAX_TOKEN = 4096
-MAX_DANMAKU_INPUT = 2000  # longer text is malformed; 201-2000 is answered ``too_long``
+MAX_DANMAKU_INPUT = 65536  # the frame limits bound it first; over 200 is answered ``too_long``
 
 #: Server messages that may be thinned for a viewer that cannot keep up.  Every
 #: other message (room status, drops, results, errors) is control and never dropped.
@@ -124,6 +126,19 @@ def encode_msgpack(msg: dict[str, Any]) -> bytes:
 def encode(msg: dict[str, Any], protocol: Protocol) -> str | bytes:
     """One frame's payload: ``str`` for a text frame (JSON), ``bytes`` for binary (msgpack)."""
     return encode_msgpack(msg) if protocol is Protocol.MSGPACK else encode_json(msg)
+
+
+class TextFrame(bytes):
+    """The UTF-8 payload of a text frame, encoded once for every socket that sends it."""
+
+    __slots__ = ()
+
+
+def encode_frame(msg: dict[str, Any], protocol: Protocol) -> bytes:
+    """A ready-to-send payload: :class:`TextFrame` (JSON) or plain ``bytes`` (msgpack, binary)."""
+    if protocol is Protocol.MSGPACK:
+        return encode_msgpack(msg)
+    return TextFrame(encode_json(msg).encode())
 
 
 # --------------------------------------------------------------------------- decode

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 __all__ = ["Keyspace", "RoomKeys", "NODE_SET_TTL_MS"]
 
-#: A node's per-room member set outlives the node by this much, so that a node
-#: that was only paused (and reaped) can revive its members; then it goes.
+#: A reaped node's per-room member set is kept this long, so that a node that
+#: was only paused can revive its members; then it goes.
 NODE_SET_TTL_MS = 10 * 60 * 1000
 
 
@@ -57,9 +57,51 @@ class RoomKeys:
         return f"{self.tag}:banned"
 
     @property
+    def mutes(self) -> str:
+        """ZSET user -> mute expiry (ms): users whose danmaku are refused."""
+        return f"{self.tag}:mutes"
+
+    @property
     def seq(self) -> str:
-        """STRING: the room's event sequence (the last seq handed out)."""
+        """STRING: the room's danmaku sequence (the last seq handed out)."""
         return f"{self.tag}:seq"
+
+    @property
+    def history(self) -> str:
+        """STREAM of the last N danmaku, entry id ``<seq>-0``, fields u, n, t, ts, p."""
+        return f"{self.tag}:history"
+
+    def user_rate(self, user: str) -> str:
+        """STRING: the user's danmaku GCRA cell in this room."""
+        return f"{self.tag}:rl:{user}"
+
+    def user_slow(self, user: str) -> str:
+        """STRING with a TTL: set while slow mode keeps the user waiting."""
+        return f"{self.tag}:slow:{user}"
+
+    @property
+    def room_rate(self) -> str:
+        """STRING: the room's danmaku GCRA cell (the flood cap)."""
+        return f"{self.tag}:rl"
+
+    def danmaku_req(self, user: str, req_id: str) -> str:
+        """STRING seq:ts, 5 min: the answer to a danmaku sent with ``req_id`` (retries are not doubled)."""
+        return f"{self.tag}:req:{user}:{req_id}"
+
+    @property
+    def words(self) -> str:
+        """SET: the room's own banned words (the global list applies too)."""
+        return f"{self.tag}:words"
+
+    @property
+    def likes(self) -> str:
+        """STRING: the room's like total."""
+        return f"{self.tag}:likes"
+
+    @property
+    def thinned(self) -> str:
+        """STRING: danmaku items not delivered to viewers that could not keep up, all nodes."""
+        return f"{self.tag}:thinned"
 
     @property
     def channel(self) -> str:
@@ -68,7 +110,8 @@ class RoomKeys:
 
     def all_static(self) -> list[str]:
         """The room keys that expire with it after it ends."""
-        return [self.meta, self.products, self.nodes, self.online, self.banned, self.seq]
+        return [self.meta, self.products, self.nodes, self.online, self.banned, self.mutes, self.seq,
+                self.history, self.words, self.likes, self.thinned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +131,11 @@ class Keyspace:
     def rate(self, bucket: str, subject: str) -> str:
         """STRING: a GCRA rate-limit cell (theoretical arrival time, ms)."""
         return f"{self.prefix}rl:{bucket}:{{{subject}}}"
+
+    @property
+    def words(self) -> str:
+        """SET: the global banned words (every room)."""
+        return f"{self.prefix}words"
 
     @property
     def nodes_channel(self) -> str:

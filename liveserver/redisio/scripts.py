@@ -24,7 +24,10 @@ class Scripts:
 
     room_create: AsyncScript
     room_transition: AsyncScript
-    room_ban: AsyncScript
+    room_pin: AsyncScript
+    room_sanction: AsyncScript
+    danmaku_send: AsyncScript
+    danmaku_delete: AsyncScript
     presence_join: AsyncScript
     presence_leave: AsyncScript
     presence_beat: AsyncScript

@@ -7,6 +7,12 @@ the presence scripts.  A node that stops beating for ``presence_ttl_s`` is
 reaped by whichever node looks next: its users leave the count.  A node that
 was only paused revives its members with its next beat.
 
+On one node, the join and leave of one (room, user) are serialised and
+always converge to what the hub holds: :meth:`Presence.sync` looks at the
+hub after taking the pair's lock, so a leave that overtakes a rejoin cannot
+leave a connected user uncounted.  A change that failed (Redis down) is
+retried by the heartbeat loop until it lands.
+
 Every node pushes ``presence {online}`` to its own viewers at most once per
 ``presence_push_s``, and only when the number changed.
 """
@@ -14,11 +20,11 @@ Every node pushes ``presence {online}`` to its own viewers at most once per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
 from ..redisio import Keyspace, Scripts
@@ -28,6 +34,9 @@ __all__ = ["Presence"]
 
 log = logging.getLogger(__name__)
 
+_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+Pair = tuple[str, str]
+
 
 class Presence:
     def __init__(
@@ -36,6 +45,7 @@ class Presence:
         scripts: Scripts,
         keyspace: Keyspace,
         node_id: str,
+        is_present: Callable[[str, str], bool],
         *,
         ttl_s: float,
         beat_s: float,
@@ -45,9 +55,14 @@ class Presence:
         self._scripts = scripts
         self._keys = keyspace
         self.node_id = node_id
+        self._is_present = is_present
         self._ttl_ms = int(ttl_s * 1000)
         self._beat_s = beat_s
         self._push_s = push_s
+        self._pipelined = not isinstance(redis, RedisCluster)  # a cluster pipeline cannot run scripts
+        self._joined: set[Pair] = set()  # pairs this node has counted in Redis
+        self._dirty: set[Pair] = set()  # pairs whose last change failed: retried by the beat
+        self._locks: dict[Pair, tuple[asyncio.Lock, int]] = {}
         self._last_pushed: dict[str, tuple[int, float]] = {}
         self.online_cache: dict[str, int] = {}
 
@@ -55,17 +70,58 @@ class Presence:
         k = self._keys.room(room)
         return [k.nodes, k.node_users(node or self.node_id), k.online]
 
-    async def join(self, room: str, user: str) -> int:
-        online = await self._scripts.presence_join(
-            keys=self._node_keys(room), args=[self.node_id, self._ttl_ms, user, NODE_SET_TTL_MS]
-        )
+    # -- joins and leaves --------------------------------------------------------------
+
+    async def sync(self, room: str, user: str) -> int | None:
+        """Make Redis count ``user`` in ``room`` for this node exactly when the hub holds them.
+
+        Returns the room's online count if a change was made, else None.
+        Raises on Redis trouble (the pair is retried by the heartbeat).
+        """
+        pair = (room, user)
+        lock, users = self._locks.get(pair) or (asyncio.Lock(), 0)
+        self._locks[pair] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._apply(pair)
+        finally:
+            lock, users = self._locks[pair]
+            if users <= 1:
+                del self._locks[pair]
+            else:
+                self._locks[pair] = (lock, users - 1)
+
+    async def _apply(self, pair: Pair) -> int | None:
+        room, user = pair
+        want = self._is_present(room, user)
+        have = pair in self._joined
+        if want == have:
+            self._dirty.discard(pair)
+            return None
+        try:
+            if want:
+                online = await self._scripts.presence_join(
+                    keys=self._node_keys(room), args=[self.node_id, self._ttl_ms, user]
+                )
+                self._joined.add(pair)
+            else:
+                online = await self._scripts.presence_leave(keys=self._node_keys(room), args=[self.node_id, user])
+                self._joined.discard(pair)
+        except _REDIS_DOWN:
+            self._dirty.add(pair)
+            raise
+        self._dirty.discard(pair)
         self.online_cache[room] = int(online)
         return int(online)
 
-    async def leave(self, room: str, user: str) -> int:
-        online = await self._scripts.presence_leave(keys=self._node_keys(room), args=[self.node_id, user])
-        self.online_cache[room] = int(online)
-        return int(online)
+    async def retry_dirty(self) -> None:
+        for pair in list(self._dirty):
+            try:
+                await self.sync(*pair)
+            except _REDIS_DOWN:
+                return
+
+    # -- reading -----------------------------------------------------------------------
 
     async def online(self, room: str) -> int:
         """The room's online count, reaping dead nodes first."""
@@ -79,20 +135,28 @@ class Presence:
     async def _reap(self, room: str, dead: list[str]) -> int:
         online = 0
         for node in dead:
-            online = int(await self._scripts.presence_reap(keys=self._node_keys(room, node), args=[node]))
+            online = int(
+                await self._scripts.presence_reap(keys=self._node_keys(room, node), args=[node, NODE_SET_TTL_MS])
+            )
             log.info("reaped dead node %s from room %s (online now %d)", node, room, online)
         return online
+
+    # -- the heartbeat -------------------------------------------------------------------
 
     async def beat(self, rooms: list[str]) -> dict[str, int]:
         """Heartbeat every room this node holds (one round trip); reap dead nodes seen."""
         if not rooms:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for room in rooms:
-            await self._scripts.presence_beat(
-                keys=self._node_keys(room), args=[self.node_id, self._ttl_ms, NODE_SET_TTL_MS], client=pipe
+        args = [self.node_id, self._ttl_ms]
+        if self._pipelined:
+            pipe = self._redis.pipeline(transaction=False)
+            for room in rooms:
+                await self._scripts.presence_beat(keys=self._node_keys(room), args=args, client=pipe)
+            results = await pipe.execute()
+        else:
+            results = await asyncio.gather(
+                *(self._scripts.presence_beat(keys=self._node_keys(room), args=args) for room in rooms)
             )
-        results = await pipe.execute()
         out: dict[str, int] = {}
         for room, res in zip(rooms, results, strict=True):
             online, dead = int(res[0]), res[1:]
@@ -102,11 +166,14 @@ class Presence:
         self.online_cache.update(out)
         return out
 
-    async def leave_all(self, memberships: list[tuple[str, str]]) -> None:
-        """Take every (room, user) this node holds out of presence (on shutdown)."""
-        for room, user in memberships:
-            with contextlib.suppress(RedisError, OSError):
-                await self.leave(room, user)
+    async def leave_all(self) -> None:
+        """Take every pair this node counted out of presence (on shutdown)."""
+        for room, user in list(self._joined):
+            try:
+                await self._scripts.presence_leave(keys=self._node_keys(room), args=[self.node_id, user])
+            except _REDIS_DOWN:
+                return  # the node's heartbeat stops: other nodes reap it within the TTL
+            self._joined.discard((room, user))
 
     def should_push(self, room: str, online: int, now: float) -> bool:
         """Whether to push ``online`` for ``room`` now: it changed since the last push,
@@ -123,14 +190,19 @@ class Presence:
 
     async def run(self, rooms: Callable[[], list[str]], push: Callable[[str, int], None]) -> None:
         """The node's presence loop: beat every ``beat_s``; push a changed count at most
-        every ``push_s`` per room."""
+        every ``push_s`` per room; retry failed joins and leaves."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._beat_s)
             try:
+                if self._dirty:
+                    await self.retry_dirty()
                 counts = await self.beat(rooms())
-            except (RedisError, OSError) as exc:
+            except _REDIS_DOWN as exc:
                 log.warning("presence heartbeat failed: %s", exc)
+                continue
+            except Exception:  # a bug must not stop the heartbeat: other nodes would reap this one
+                log.exception("presence heartbeat failed")
                 continue
             now = loop.time()
             for room, online in counts.items():

@@ -173,14 +173,12 @@ class RoomService:
         await self.get_run(room_id, who)
         k = self._keys.room(room_id)
         code, status = await self._scripts.room_transition(
-            keys=k.all_static(), args=[action, self._ended_ttl_s]
+            keys=k.all_static(), args=[action, self._ended_ttl_s, k.channel]
         )
         if code == "not_found":
             raise NotFound(f"room {room_id!r} not found")
         if code == "conflict":
             raise Conflict(f"room {room_id!r} is {status}; it cannot be {action}ed")
-        if code == "ok":
-            await self._publish(room_id, {"type": "room", "status": status})
         return status
 
     async def start(self, room_id: str, who: Principal) -> str:
@@ -202,15 +200,14 @@ class RoomService:
         return product
 
     async def pin(self, room_id: str, product_id: str, who: Principal) -> Product:
-        room = await self.get_run(room_id, who)
-        if room.status == "ended":
+        await self.get_run(room_id, who)
+        k = self._keys.room(room_id)
+        code, detail = await self._scripts.room_pin(keys=[k.meta, k.products], args=[product_id, k.channel])
+        if code == "not_found":
+            raise NotFound(f"{detail} {product_id if detail == 'product' else room_id!r} not found")
+        if code == "conflict":
             raise Conflict(f"room {room_id!r} has ended")
-        product = await self.product(room_id, product_id)
-        if product is None:
-            raise NotFound(f"product {product_id!r} not found in room {room_id!r}")
-        await self._redis.hset(self._keys.room(room_id).meta, "pinned", product_id)
-        await self._publish(room_id, {"type": "product_pinned", **product.public()})
-        return product
+        return Product.from_json(detail)
 
     # -- moderation ------------------------------------------------------------
 
@@ -219,6 +216,6 @@ class RoomService:
         await self.get_run(room_id, who)
         user = check_id(body.get("user"), "user")
         seconds = check_int(body.get("seconds"), "seconds", 1, MAX_BAN_S)
-        until_ms = int(await self._scripts.room_ban(keys=[self._keys.room(room_id).banned], args=[user, seconds]))
+        until_ms = int(await self._scripts.room_sanction(keys=[self._keys.room(room_id).banned], args=[user, seconds]))
         await self._publish(room_id, {"type": "_kick", "user": user, "reason": "banned"})
         return until_ms

@@ -80,6 +80,9 @@ class ViewerClient:
         except _WsClosed as exc:
             rcvd = exc.rcvd
             raise ConnectionClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else client.close_reason) from None
+        except BaseException:
+            await ws.close()
+            raise
         if first.get("type") != "welcome":
             await ws.close()
             raise ConnectionClosed(None, f"expected welcome, got {first.get('type')!r}")

@@ -256,6 +256,8 @@ async def test_no_500_on_garbage_requests(server: RunningNode, live_room: str) -
         ("POST", "/api/v1/rooms/%00/start", b""),
         ("GET", "/api/v1/rooms/" + "x" * 5000, b""),
         ("GET", "/ws", b""),
+        ("PUT", f"/api/v1/rooms/{live_room}/products/p", b"[" * 50000),
+        ("POST", "/api/v1/rooms", b'{"a":' * 20000),
     ]
     results = await asyncio.gather(*(raw(server, m, p, tok=tok, data=d) for m, p, d in cases))
     for (m, p, _), (status, body) in zip(cases, results, strict=True):

@@ -110,3 +110,34 @@ async def test_killed_node_leaves_within_2s(start_node: StartNode, redis_server:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_leave_and_rejoin_keeps_the_subscription(start_node: StartNode, live_room: str) -> None:
+    """The only viewer on a node refreshes the page: the room stays subscribed for the new socket."""
+    node = await start_node()
+    node.node.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001 - make the release timer fire during the test
+    first = await join(node, "refresher", live_room)
+    await first.close()
+    second = await join(node, "refresher", live_room)
+    await asyncio.sleep(0.3)  # past the release timer
+    async with HostClient(node.base_url, token("host1", "host")) as h:
+        await h.put_product(live_room, "p", "P", 1)
+        await h.pin_product(live_room, "p")
+    assert (await second.wait_for("product_pinned", timeout_s=3))["product_id"] == "p"
+    assert await online(node, live_room) == 1
+    await second.close()
+
+
+async def test_leave_overtaking_a_rejoin_keeps_the_count(start_node: StartNode, live_room: str) -> None:
+    """A user closes and reopens at once, many times: online ends at 1, never 0."""
+    node = await start_node()
+    conns = [await join(node, "flapper", live_room)]
+    for _ in range(10):
+        closing = asyncio.create_task(conns[-1].close())
+        conns.append(await join(node, "flapper", live_room))
+        await closing
+    await asyncio.sleep(0.2)
+    assert await online(node, live_room) == 1
+    await conns[-1].close()
+    await asyncio.sleep(0.2)
+    assert await online(node, live_room) == 0

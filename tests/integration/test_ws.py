@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import msgpack
 import pytest
@@ -19,7 +20,8 @@ async def test_hello_welcome_ping(server: RunningNode, live_room: str, protocol:
     v = await ViewerClient.connect(server.ws_url, token("alice", name="Alice 爱丽丝"), live_room, protocol=protocol)
     w = v.welcome
     assert w["type"] == "welcome" and w["user"] == "alice" and w["role"] == "viewer" and w["name"] == "Alice 爱丽丝"
-    assert w["room"] == {"room_id": live_room, "title": "Evening sale", "host": "host1", "status": "live", "online": 1}
+    assert w["room"] == {"room_id": live_room, "title": "Evening sale", "host": "host1", "status": "live", "online": 1,
+                         "likes": 0}
     assert isinstance(w["server_time_ms"], int) and w["seq"] == 0 and w["drops"] == []
     pong = await v.request({"type": "ping", "t": 42})
     assert pong["t"] == 42 and pong["req_id"] and abs(pong["server_time_ms"] - w["server_time_ms"]) < 5000
@@ -181,3 +183,43 @@ async def test_welcome_is_first_and_order_kept(server: RunningNode, live_room: s
             assert got == sorted(got), got  # a suffix of the publish order, never reordered
         for v in viewers:
             await v.close()
+
+
+async def test_concurrent_hellos_cannot_pass_the_user_limit(start_node: StartNode, live_room: str) -> None:
+    node = await start_node(max_connections_per_user=5)
+    results = await asyncio.gather(*(join(node, "swarm", live_room) for _ in range(20)), return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, ViewerClient)]
+    refused = [r for r in results if isinstance(r, ConnectionClosed)]
+    assert len(accepted) == 5 and len(refused) == 15 and all(r.code == 4029 for r in refused)
+    for v in accepted:
+        await v.close()
+
+
+async def test_drain_answers_the_command_in_hand_then_1012(server: RunningNode, live_room: str) -> None:
+    """SIGTERM while a command is being handled: its reply is sent, then close 1012."""
+    from liveserver.wire import Like
+
+    node = server.node
+    started = asyncio.Event()
+
+    async def slow_command(session: Any, msg: Like) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        session.reply({"type": "ack", "ok": True, "slow": True}, msg.req_id)
+
+    node.commands[Like] = slow_command
+    v = await join(server, "patient", live_room)
+    reply = asyncio.create_task(v.request({"type": "like", "count": 1}, timeout_s=5))
+    await started.wait()
+    await node.drain()
+    assert (await reply)["slow"] is True
+    assert await v.wait_closed() == 1012
+
+
+async def test_drain_closes_sockets_that_never_said_hello(server: RunningNode) -> None:
+    async with connect(server.ws_url) as ws:
+        await asyncio.sleep(0.05)
+        await server.node.drain()
+        with pytest.raises(Exception):
+            await ws.recv()
+        assert ws.close_code == 1012

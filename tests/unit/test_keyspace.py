@@ -35,15 +35,20 @@ def test_every_room_key_shares_the_hash_tag_and_slot(prefix: str, room: str) -> 
 
 def test_keys_are_distinct() -> None:
     k = Keyspace().room("r1")
-    keys = [k.meta, k.products, k.nodes, k.node_users("n1"), k.online, k.banned, k.seq, k.channel]
+    keys = [k.meta, k.products, k.nodes, k.node_users("n1"), k.online, k.banned, k.seq, k.channel,
+            k.mutes, k.history, k.words, k.likes, k.thinned, k.room_rate, k.user_rate("u"), k.user_slow("u"),
+            k.danmaku_req("u", "r")]
     assert len(set(keys)) == len(keys)
     assert k.node_users("n1") != k.node_users("n2")
 
 
 def test_all_static_lists_the_expiring_keys() -> None:
     k = Keyspace().room("r1")
-    assert k.all_static() == [k.meta, k.products, k.nodes, k.online, k.banned, k.seq]
-    assert k.channel not in k.all_static()
+    static = k.all_static()
+    for key in (k.meta, k.products, k.nodes, k.online, k.banned, k.mutes, k.seq, k.history, k.words, k.likes):
+        assert key in static
+    assert k.channel not in static
+    assert len(set(static)) == len(static)
 
 
 def test_exact_names_with_default_prefix() -> None:

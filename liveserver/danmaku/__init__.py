@@ -1,0 +1,1 @@
+"""Danmaku: send, filter, rate limits, history and resume, moderation, coalesced fan-out, likes."""

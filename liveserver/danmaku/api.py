@@ -1,0 +1,119 @@
+"""Danmaku entry points: the WebSocket commands (``danmaku``, ``like``) and the HTTP routes
+for moderation (deletes, mutes, slow mode, banned words)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..auth import Role
+from ..errors import Forbidden
+from ..http import json_response, principal, read_json, writer_principal
+from ..keys import NODE
+from ..wire import Danmaku, Like
+
+if TYPE_CHECKING:
+    from ..gateway import Command, Session
+
+__all__ = ["commands", "routes"]
+
+routes = web.RouteTableDef()
+
+
+# -- WebSocket commands ------------------------------------------------------------------
+
+
+async def on_danmaku(session: Session, msg: Danmaku) -> None:
+    conn = session.conn
+    assert conn is not None and session.principal is not None
+    ack = await session.node.danmaku.send(session.principal, conn.room, msg.text, msg.req_id, conn.is_host)
+    session.reply(ack, msg.req_id)
+
+
+async def on_like(session: Session, msg: Like) -> None:
+    assert session.conn is not None
+    session.node.likes.add(session.conn.room, msg.count)
+
+
+commands: dict[type, Command] = {Danmaku: on_danmaku, Like: on_like}
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+@routes.delete("/api/v1/rooms/{room}/danmaku/{id}")
+async def delete_danmaku(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await node.danmaku.delete(request.match_info["room"], request.match_info["id"], await writer_principal(request))
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/rooms/{room}/mutes")
+async def mute(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    await node.danmaku.mute(request.match_info["room"], who, await read_json(request))
+    return web.Response(status=204)
+
+
+@routes.delete("/api/v1/rooms/{room}/mutes/{user}")
+async def unmute(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await node.danmaku.unmute(request.match_info["room"], request.match_info["user"], await writer_principal(request))
+    return web.Response(status=204)
+
+
+@routes.put("/api/v1/rooms/{room}/slow-mode")
+async def slow_mode(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    seconds = await node.danmaku.set_slow_mode(request.match_info["room"], who, await read_json(request))
+    return json_response({"slow_mode_s": seconds})
+
+
+@routes.get("/api/v1/rooms/{room}/banned-words")
+async def get_room_words(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response({"words": await node.danmaku.room_words(request.match_info["room"], principal(request))})
+
+
+@routes.put("/api/v1/rooms/{room}/banned-words")
+async def put_room_words(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    words = await node.danmaku.change_room_words(request.match_info["room"], who, await read_json(request), replace=True)
+    return json_response({"words": words})
+
+
+@routes.patch("/api/v1/rooms/{room}/banned-words")
+async def patch_room_words(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    words = await node.danmaku.change_room_words(request.match_info["room"], who, await read_json(request), replace=False)
+    return json_response({"words": words})
+
+
+def _admin(request: web.Request) -> None:
+    if principal(request).role is not Role.ADMIN:
+        raise Forbidden("only an admin may read or change the global banned words")
+
+
+@routes.get("/api/v1/banned-words")
+async def get_global_words(request: web.Request) -> web.Response:
+    _admin(request)
+    return json_response({"words": await request.app[NODE].danmaku.global_words()})
+
+
+@routes.put("/api/v1/banned-words")
+async def put_global_words(request: web.Request) -> web.Response:
+    _admin(request)
+    words = await request.app[NODE].danmaku.change_global_words(await read_json(request), replace=True)
+    return json_response({"words": words})
+
+
+@routes.patch("/api/v1/banned-words")
+async def patch_global_words(request: web.Request) -> web.Response:
+    _admin(request)
+    words = await request.app[NODE].danmaku.change_global_words(await read_json(request), replace=False)
+    return json_response({"words": words})

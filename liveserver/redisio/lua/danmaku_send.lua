@@ -1,0 +1,73 @@
+-- Accept one danmaku: the checks, the room-wide sequence number, the history
+-- and the publish, in one atomic step.  Because PUBLISH runs inside the
+-- script, the channel carries danmaku in seq order to every node.
+-- KEYS[1] room meta hash       KEYS[2] mutes zset (user -> until ms)
+-- KEYS[3] user GCRA cell       KEYS[4] user slow-mode cell
+-- KEYS[5] room GCRA cell       KEYS[6] seq counter
+-- KEYS[7] history stream       KEYS[8] req_id dedup key ('' when no req_id)
+-- ARGV[1] user  ARGV[2] name  ARGV[3] text  ARGV[4] prio (0 viewer, 1 host)
+-- ARGV[5] exempt from limits (1 for the room's host and admins)
+-- ARGV[6] user rate/s  ARGV[7] user burst  ARGV[8] room rate/s  ARGV[9] room burst
+-- ARGV[10] history length  ARGV[11] channel
+-- Returns {'ok', seq, ts_ms} or {reason, retry_after_ms}.  Nothing is written
+-- unless every check passed; a retry with the same req_id returns the first answer.
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+
+if KEYS[8] ~= '' then
+  local prev = redis.call('GET', KEYS[8])
+  if prev then
+    local seq, ts = string.match(prev, '(%d+):(%d+)')
+    return {'ok', tonumber(seq), tonumber(ts)}
+  end
+end
+
+if redis.call('HGET', KEYS[1], 'status') ~= 'live' then
+  return {'room_not_live', 0}
+end
+
+local user_tat, room_tat
+if ARGV[5] ~= '1' then
+  local muted = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if muted and tonumber(muted) > now then
+    return {'muted', tonumber(muted) - now}
+  end
+  local slow = tonumber(redis.call('HGET', KEYS[1], 'slow_mode_s') or '0')
+  if slow > 0 then
+    local left = redis.call('PTTL', KEYS[4])
+    if left > 0 then return {'slow_mode', left} end
+  end
+  -- GCRA for the user, then for the room (see ratelimit_take.lua)
+  local function gcra(key, rate, burst)
+    local interval = 1000 / rate
+    local tat = tonumber(redis.call('GET', key)) or now
+    if tat < now then tat = now end
+    local new_tat = tat + interval
+    if new_tat - interval * burst > now then
+      return nil, math.ceil(new_tat - interval * burst - now)
+    end
+    return new_tat, 0
+  end
+  local wait
+  user_tat, wait = gcra(KEYS[3], tonumber(ARGV[6]), tonumber(ARGV[7]))
+  if not user_tat then return {'rate_limited', wait} end
+  room_tat, wait = gcra(KEYS[5], tonumber(ARGV[8]), tonumber(ARGV[9]))
+  if not room_tat then return {'rate_limited', wait} end
+  redis.call('SET', KEYS[3], string.format('%.3f', user_tat), 'PX', math.ceil(user_tat - now) + 1)
+  redis.call('SET', KEYS[5], string.format('%.3f', room_tat), 'PX', math.ceil(room_tat - now) + 1)
+  if slow > 0 then
+    redis.call('SET', KEYS[4], '1', 'PX', slow * 1000)
+  end
+end
+
+local seq = redis.call('INCR', KEYS[6])
+local prio = tonumber(ARGV[4])
+redis.call('XADD', KEYS[7], 'MAXLEN', tonumber(ARGV[10]), seq .. '-0',
+  'u', ARGV[1], 'n', ARGV[2], 't', ARGV[3], 'ts', now, 'p', prio)
+redis.call('PUBLISH', ARGV[11], cmsgpack.pack({
+  type = '_dm', id = seq, user = ARGV[1], name = ARGV[2], text = ARGV[3], ts_ms = now, prio = prio
+}))
+if KEYS[8] ~= '' then
+  redis.call('SET', KEYS[8], seq .. ':' .. string.format('%d', now), 'EX', 300)
+end
+return {'ok', seq, now}
