@@ -28,16 +28,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from .auth import Principal
-from .wire import DROPPABLE_TYPES, CloseCode, Protocol, TextFrame, encode_frame, encode_msgpack
+from .wire import DROPPABLE_TYPES, CloseCode, Protocol, encode_frame, frame
 
 __all__ = ["Connection", "Hub", "QueueLimits", "HubStats"]
 
 log = logging.getLogger(__name__)
 
-Frame = bytes  # a TextFrame (JSON) or plain bytes (msgpack)
+Frame = bytes  # a complete WebSocket frame (wire.frame): header and payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +82,8 @@ class Connection:
         "_queue",
         "_wakeup",
         "_writer",
+        "_transport",
+        "_protocol",
         "_full_since",
         "closing",
         "closed",
@@ -104,6 +106,10 @@ class Connection:
         is_host: bool = False,
     ) -> None:
         self.ws = ws
+        req = ws._req  # noqa: SLF001 - the request behind a prepared WebSocketResponse
+        assert req is not None and req.transport is not None
+        self._transport = req.transport
+        self._protocol = req.protocol
         self.principal = principal
         self.room = room
         self.protocol = protocol
@@ -134,11 +140,21 @@ class Connection:
     # -- enqueue (never awaits) ------------------------------------------------
 
     def enqueue(self, frame: Frame, droppable: bool = False) -> bool:
-        """Queue one encoded frame.  Returns False if it was dropped or the connection closes."""
+        """Send or queue one complete frame.  Returns False if it was dropped or the connection closes.
+
+        When nothing is queued and the socket is not backpressured, the frame
+        goes straight to the transport (no task switch); otherwise it waits in
+        the queue for the writer task.
+        """
         if self.closing:
             return False
         queue = self._queue
         n = len(queue)
+        if n == 0 and self._writer is not None and not self._protocol.writing_paused:
+            self._transport.write(frame)
+            self._stats.frames_sent += 1
+            self._full_since = None
+            return True
         if droppable:
             if n >= self._limits.droppable_queue_frames:
                 self.dropped += 1
@@ -159,7 +175,7 @@ class Connection:
         return True
 
     def send(self, msg: dict[str, Any]) -> bool:
-        """Encode ``msg`` for this connection alone and queue it as control."""
+        """Encode ``msg`` for this connection alone and send it as control."""
         return self.enqueue(encode_frame(msg, self.protocol), droppable=False)
 
     def send_first(self, msg: dict[str, Any], *frames: Frame) -> None:
@@ -177,23 +193,35 @@ class Connection:
                 self._write_loop(), name=f"writer:{self.room}:{self.user}"
             )
 
+    async def _drain(self) -> None:
+        """Wait until the transport's buffer fell below its low-water mark."""
+        helper = getattr(self._protocol, "_drain_helper", None)  # aiohttp's own wait for resume_writing
+        if helper is not None:
+            await helper()
+        else:  # pragma: no cover - a future aiohttp without it
+            while self._protocol.writing_paused:
+                await asyncio.sleep(0.01)
+
     async def _write_loop(self) -> None:
-        ws, queue, wakeup, stats = self.ws, self._queue, self._wakeup, self._stats
+        queue, wakeup, stats, transport, protocol = self._queue, self._wakeup, self._stats, self._transport, self._protocol
         try:
             while True:
                 if not queue:
                     wakeup.clear()
                     await wakeup.wait()
                     continue
+                if transport.is_closing():
+                    raise ConnectionResetError("transport closed")
+                if protocol.writing_paused:
+                    await self._drain()
+                    continue
                 frame = queue.popleft()
-                if type(frame) is TextFrame:
-                    await ws.send_frame(frame, WSMsgType.TEXT)
-                elif type(frame) is bytes:
-                    await ws.send_frame(frame, WSMsgType.BINARY)
+                if type(frame) is bytes:
+                    transport.write(frame)
+                    stats.frames_sent += 1
                 else:
                     await self._close_ws(frame.code, frame.reason)  # type: ignore[union-attr]
                     break
-                stats.frames_sent += 1
         except (ConnectionError, RuntimeError):
             # the peer went away (or the socket closed under us): the reader side ends the session
             self.closing = True
@@ -210,9 +238,7 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the TCP connection at once."""
-        transport = self.ws._req.transport if self.ws._req is not None else None  # noqa: SLF001
-        if transport is not None:
-            transport.abort()
+        self._transport.abort()
 
     # -- closing ---------------------------------------------------------------
 
@@ -373,29 +399,30 @@ class Hub:
         self,
         room: str,
         msg: dict[str, Any],
-        msgpack_frame: bytes | None = None,
+        msgpack_payload: bytes | None = None,
         *,
         hosts_only: bool = False,
     ) -> int:
         """Fan ``msg`` out to the room's local connections.  Returns how many got it queued.
 
-        ``msgpack_frame`` is ``msg`` already encoded as msgpack (the broker's
-        payload), reused as the binary frame so that it is not encoded again.
+        ``msgpack_payload`` is ``msg`` already encoded as msgpack (the broker's
+        payload), reused for the binary frame so that it is not encoded again.
         """
         kind = msg.get("type", "")
         r = self._rooms.get(room)
         if r is None:
             return 0
         json_frame = encode_frame(msg, Protocol.JSON) if r.json_conns else None
-        if r.msgpack_conns and msgpack_frame is None:
-            msgpack_frame = encode_msgpack(msg)
+        msgpack_frame = None
+        if r.msgpack_conns:
+            msgpack_frame = frame(msgpack_payload, text=False) if msgpack_payload else encode_frame(msg, Protocol.MSGPACK)
         droppable = kind in DROPPABLE_TYPES
         count = 0
         for conn in r.conns:  # enqueue never adds or removes connections
             if hosts_only and not conn.is_host:
                 continue
-            frame = msgpack_frame if conn.protocol is Protocol.MSGPACK else json_frame
-            if conn.enqueue(frame, droppable):  # type: ignore[arg-type]
+            data = msgpack_frame if conn.protocol is Protocol.MSGPACK else json_frame
+            if conn.enqueue(data, droppable):  # type: ignore[arg-type]
                 count += 1
         self.stats.messages_delivered += 1
         return count

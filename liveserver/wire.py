@@ -17,6 +17,7 @@ import enum
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,7 +40,7 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_json",
-    "TextFrame",
+    "frame",
     "encode_msgpack",
     "parse_client_message",
     "error_message",
@@ -128,17 +129,25 @@ def encode(msg: dict[str, Any], protocol: Protocol) -> str | bytes:
     return encode_msgpack(msg) if protocol is Protocol.MSGPACK else encode_json(msg)
 
 
-class TextFrame(bytes):
-    """The UTF-8 payload of a text frame, encoded once for every socket that sends it."""
-
-    __slots__ = ()
+def frame(payload: bytes, *, text: bool) -> bytes:
+    """A complete server-to-client WebSocket frame: FIN, opcode, length, payload (RFC 6455
+    section 5.2; server frames are not masked).  Built once, written to many sockets."""
+    n = len(payload)
+    first = 0x81 if text else 0x82
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 127, n)
+    return head + payload
 
 
 def encode_frame(msg: dict[str, Any], protocol: Protocol) -> bytes:
-    """A ready-to-send payload: :class:`TextFrame` (JSON) or plain ``bytes`` (msgpack, binary)."""
+    """``msg`` as a complete frame for ``protocol``: a text frame of JSON or a binary frame of msgpack."""
     if protocol is Protocol.MSGPACK:
-        return encode_msgpack(msg)
-    return TextFrame(encode_json(msg).encode())
+        return frame(encode_msgpack(msg), text=False)
+    return frame(encode_json(msg).encode(), text=True)
 
 
 # --------------------------------------------------------------------------- decode

@@ -44,6 +44,17 @@ class _NodeCollector(Collector):
         yield CounterMetricFamily(
             "liveserver_room_messages_delivered", "Room messages fanned out by the hub", value=hub.stats.messages_delivered
         )
+        fanout = self._node.fanout
+        yield CounterMetricFamily(
+            "liveserver_danmaku_items_delivered",
+            "Danmaku items handed to viewers' sockets (items x viewers)",
+            value=fanout.items_delivered,
+        )
+        yield CounterMetricFamily(
+            "liveserver_danmaku_items_thinned",
+            "Danmaku items not delivered to viewers that could not keep up (items x viewers)",
+            value=fanout.items_thinned,
+        )
         broker = self._node.broker
         yield CounterMetricFamily(
             "liveserver_broker_messages_received", "Pub/sub messages received from Redis", value=broker.received

@@ -1,0 +1,27 @@
+"""The danmaku benchmark's short version (CI): it runs end to end and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_danmaku_bench_quick(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "danmaku.py"), "--quick", "--peer", "none", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (result,) = json.loads(out.read_text())
+    assert result["target"] == "liveserver"
+    assert result["accepted"] > 100 and result["lost"] == 0
+    assert result["delivered"] == result["accepted"] * result["viewers"]
+    assert result["server_cpu_s"] > 0 and result["p99_ms"] is not None
