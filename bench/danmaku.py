@@ -291,6 +291,8 @@ def run_target(target: str, args: argparse.Namespace, redis_url: str) -> dict:
             "LIVESERVER_CLIENT_MSG_BURST": "1000",
             "LIVESERVER_LOG_LEVEL": "WARNING",
         })
+        if args.tick:
+            env["LIVESERVER_DANMAKU_TICK_S"] = str(args.tick)
         cmd = [sys.executable, "-m", "liveserver", "serve", "--port", str(port), "--redis-url", redis_url]
     else:
         cmd = [sys.executable, str(HERE / "peers" / "socketio_server.py"), "--port", str(port)]
@@ -357,6 +359,7 @@ def main() -> None:
     p.add_argument("--peer-viewers", type=int, help="viewers for the peer (default: the same)")
     p.add_argument("--peer-rate", type=float, help="danmaku/s for the peer (default: the same); python-socketio "
                    "queues without bound, so give it a load it can sustain")
+    p.add_argument("--tick", type=float, help="the server's danmaku_tick_s (default: the server's default)")
     p.add_argument("--quick", action="store_true", help="a small run for CI: 100 viewers, 50/s, 3 s")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--profile", help="record the liveserver process with py-spy (speedscope JSON) to this file")

@@ -88,7 +88,7 @@ class Settings:
     presence_push_s: float = 1.0  # at most one ``presence`` frame per viewer this often
 
     # Danmaku
-    danmaku_tick_s: float = 0.1  # one coalesced ``danmaku`` frame per room per tick
+    danmaku_tick_s: float = 0.05  # one coalesced ``danmaku`` frame per room per tick
     danmaku_max_chars: int = 200  # longer text is refused with ``too_long``
     danmaku_user_rate: float = 1.0  # danmaku per second per user per room (GCRA in Redis)
     danmaku_user_burst: int = 3
