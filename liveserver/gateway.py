@@ -91,7 +91,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, s.ws_sndbuf_bytes)
     protocol = Protocol(ws.ws_protocol) if ws.ws_protocol else Protocol.JSON
-    session = Session(node, ws, protocol)
+    session = Session(node, ws, protocol, ip=request.remote or "unknown")
     node.sessions.add(session)
     try:
         await session.run()
@@ -105,10 +105,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 class Session:
     """One WebSocket from upgrade to close."""
 
-    def __init__(self, node: Node, ws: LiveWebSocket, protocol: Protocol) -> None:
+    def __init__(self, node: Node, ws: LiveWebSocket, protocol: Protocol, *, ip: str = "unknown") -> None:
         self.node = node
         self.ws = ws
         self.protocol = protocol
+        self.ip = ip
+        self.rtt_ms: int | None = None  # as the client measured it (ping.rtt_ms)
         self.conn: Connection | None = None
         self.principal: Principal | None = None
         self.done = asyncio.Event()
@@ -209,6 +211,7 @@ class Session:
             await node.broker.subscribe(room.room_id)
             online = await node.presence.sync(room.room_id, principal.user)
             state = await node.danmaku.join_state(room.room_id, principal.user, hello.last_seq)
+            drops = await node.seckill.room_drops(room.room_id)
             if online is None:
                 online = await node.presence.online(room.room_id)
             pinned = await node.rooms.product(room.room_id, state.room.pinned) if state.room and state.room.pinned else None
@@ -226,6 +229,7 @@ class Session:
             conn.close(CloseCode.FORBIDDEN, "you are banned from this room")
             return False
         welcome = self._welcome(state, online, hello, pinned.public() if pinned else None)
+        welcome["drops"] = drops
         # No await from here to send_first: the danmaku seam (fanout.activate) relies on it.
         node.fanout.note_seq(room.room_id, state.seq)
         node.likes.seen(room.room_id, state.likes)
@@ -312,6 +316,8 @@ class Session:
         conn = self.conn
         assert conn is not None
         if isinstance(msg, Ping):
+            if msg.rtt_ms is not None:
+                self.rtt_ms = msg.rtt_ms
             self.reply({"type": "pong", "t": msg.t, "server_time_ms": self.node.clock.now_ms()}, msg.req_id)
             return
         if isinstance(msg, Hello):

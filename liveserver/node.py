@@ -18,6 +18,9 @@ from .danmaku import api as danmaku_api
 from .danmaku.fanout import DanmakuFanout
 from .danmaku.likes import Likes
 from .danmaku.service import DanmakuService
+from .seckill import api as seckill_api
+from .seckill.scheduler import DropScheduler
+from .seckill.service import SeckillService
 from .gateway import Command, Session
 from .hub import Hub, QueueLimits
 from .metrics.prom import Metrics
@@ -71,17 +74,28 @@ class Node:
             lag_frames=settings.danmaku_lag_frames,
         )
         self.likes = Likes(redis, self.keys, self.hub, self.fanout, settings.likes_push_s)
+        self.seckill = SeckillService(
+            redis, self.scripts, self.keys, settings, self.rooms, self.clock, self.broker.is_subscribed
+        )
+        self.rooms.on_end.append(self.seckill.end_room)
+        self.scheduler = DropScheduler(
+            redis, self.scripts, self.keys, self.clock, self.seckill, self.node_id,
+            schedule_s=settings.schedule_interval_s, sweep_s=settings.sweep_interval_s,
+        )
         self.metrics = Metrics(self)
         self.draining = False
         self.sessions: set[Session] = set()  # WebSocket sessions on this process, welcomed or not
         #: client command handlers by message class (danmaku, grabs and claims register here)
-        self.commands: dict[type, Command] = {**danmaku_api.commands}
+        self.commands: dict[type, Command] = {**danmaku_api.commands, **seckill_api.commands}
         #: broker messages the node handles itself instead of fanning them out as they are
         self._handlers: dict[str, Any] = {
             "_dm": self.fanout.on_item,
             "danmaku_deleted": self.fanout.on_delete,
             "_words": self._on_words,
             "_kick": self._on_kick,
+            "_blocklist": self._on_blocklist,
+            "flash_sale": self._on_drop,
+            "coupon": self._on_drop,
         }
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -98,10 +112,13 @@ class Node:
     async def start(self) -> None:
         await self.clock.sync(self.redis)
         await self.danmaku.load_global_words()
+        await self.seckill.load_blocklist()
         await self.broker.start()
         self._spawn(self.presence.run(self.hub.rooms, self._push_presence), "presence")
         self._spawn(self.fanout.run(), "danmaku-tick")
         self._spawn(self.likes.run(), "likes")
+        self._spawn(self.scheduler.run_schedule(), "drop-schedule")
+        self._spawn(self.scheduler.run_sweeper(), "deadline-sweeper")
         self._spawn(self._clock_loop(), "clock")
         log.info("node %s up (clock offset to Redis %.1f ms)", self.node_id, self.clock.offset_ms)
 
@@ -145,6 +162,7 @@ class Node:
                 log.exception("background task %s had failed", task.get_name())
         await self.presence.leave_all()
         await self.fanout.close()
+        await self.seckill.batcher.close()
         await self.broker.close()
         await self.redis.aclose()
 
@@ -165,6 +183,13 @@ class Node:
             self.danmaku.invalidate(room)
         else:  # the global list changed
             self.background(asyncio.create_task(self.danmaku.load_global_words(), name="reload-words"))
+
+    def _on_drop(self, room: str, msg: dict[str, Any]) -> None:
+        self.seckill.on_message(room, msg)
+        self.hub.deliver(room, msg)
+
+    def _on_blocklist(self, room: str, msg: dict[str, Any]) -> None:
+        self.background(asyncio.create_task(self.seckill.load_blocklist(), name="reload-blocklist"))
 
     def _on_kick(self, room: str, msg: dict[str, Any]) -> None:
         user = msg.get("user")

@@ -101,6 +101,16 @@ class Settings:
     likes_push_s: float = 1.0  # at most one ``likes`` frame per viewer this often
     banned_words_file: Path | None = None  # one word per line, matched in every room
 
+    # Drops: flash sales, coupons (seckill/)
+    grab_user_rate: float = 5.0  # grabs per second per user per drop (GCRA inside the grab script)
+    grab_user_burst: int = 10
+    grab_ip_rate: float = 100.0  # grabs per second per client IP per drop
+    grab_ip_burst: int = 200
+    grab_batch_max: int = 256  # grabs of one drop decided in one script call
+    grab_too_soon: bool = True  # refuse grabs that arrive sooner after the start than the client's clock allows
+    sweep_interval_s: float = 0.2  # payment deadlines are enforced this often
+    schedule_interval_s: float = 0.05  # start and end announcements fire this soon after their time
+
     # HTTP
     http_write_rate: float = 20.0  # mutating requests per second per user (token bucket in Redis)
     http_write_burst: int = 40

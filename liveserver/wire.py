@@ -197,6 +197,8 @@ class Hello:
 class Ping:
     t: Any = None
     req_id: str | None = None
+    #: the client's own last measured round trip (ms), optional: the anti-fraud rules use it
+    rtt_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +305,7 @@ def _parse_ping(f: _Fields) -> Ping:
     ok = ok or (isinstance(t, float) and math.isfinite(t))
     if not ok:
         raise f.fail("t", "'t' must be a number or a string of at most 64 characters")
-    return Ping(t=t, req_id=f.req_id)
+    return Ping(t=t, req_id=f.req_id, rtt_ms=f.int("rtt_ms", 0, 60_000, required=False))
 
 
 def _parse_danmaku(f: _Fields) -> Danmaku:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Keyspace", "RoomKeys", "NODE_SET_TTL_MS"]
+__all__ = ["DropKeys", "Keyspace", "RoomKeys", "NODE_SET_TTL_MS"]
 
 #: A reaped node's per-room member set is kept this long, so that a node that
 #: was only paused can revive its members; then it goes.
@@ -108,10 +108,65 @@ class RoomKeys:
         """Pub/sub channel of the room's events (hash-tagged like its keys)."""
         return f"{self.tag}:events"
 
+    @property
+    def drops(self) -> str:
+        """SET: the room's drops (flash sales and coupons) that have not ended."""
+        return f"{self.tag}:drops"
+
     def all_static(self) -> list[str]:
         """The room keys that expire with it after it ends."""
         return [self.meta, self.products, self.nodes, self.online, self.banned, self.mutes, self.seq,
-                self.history, self.words, self.likes, self.thinned]
+                self.history, self.words, self.likes, self.thinned, self.drops]
+
+
+@dataclass(frozen=True, slots=True)
+class DropKeys:
+    """The keys of one drop (a flash sale or a coupon): hash tag ``{d:<id>}``.
+
+    Its orders live inside its slot too (``order_id`` is ``<drop id>.<n>``), so
+    that grab, pay, cancel and expire each run as one script on one shard.
+    """
+
+    prefix: str
+    drop_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}{{d:{self.drop_id}}}"
+
+    @property
+    def meta(self) -> str:
+        """HASH: the drop's terms and counters (see lua/_seckill_lib.lua)."""
+        return f"{self.tag}:meta"
+
+    @property
+    def buyers(self) -> str:
+        """HASH user -> units held (pending + paid orders, or coupons won)."""
+        return f"{self.tag}:buyers"
+
+    @property
+    def answers(self) -> str:
+        """HASH "user\\nreq_id" -> the grab's answer (a retry gets it again)."""
+        return f"{self.tag}:answers"
+
+    @property
+    def orders(self) -> str:
+        """HASH order_id -> the order as JSON."""
+        return f"{self.tag}:orders"
+
+    @property
+    def deadlines(self) -> str:
+        """ZSET order_id -> payment deadline (ms) of the pending orders."""
+        return f"{self.tag}:deadlines"
+
+    def user_rate(self, user: str) -> str:
+        return f"{self.tag}:rl:u:{user}"
+
+    def ip_rate(self, ip: str) -> str:
+        return f"{self.tag}:rl:ip:{ip}"
+
+    def all(self) -> list[str]:
+        return [self.meta, self.buyers, self.answers, self.orders, self.deadlines]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +182,38 @@ class Keyspace:
         if channel.startswith(head) and channel.endswith("}:events"):
             return channel[len(head) : -len("}:events")]
         return None
+
+    def drop(self, drop_id: str) -> DropKeys:
+        return DropKeys(self.prefix, drop_id)
+
+    @property
+    def orders_stream(self) -> str:
+        """STREAM of every order state change, for the downstream order service."""
+        return f"{self.prefix}orders"
+
+    @property
+    def schedule(self) -> str:
+        """ZSET "start:<drop>" / "end:<drop>" -> when (ms): announcements fired once across nodes."""
+        return f"{self.prefix}schedule"
+
+    @property
+    def active_drops(self) -> str:
+        """SET of drops with a sale window or pending orders: what the sweeper looks at."""
+        return f"{self.prefix}drops:active"
+
+    @property
+    def sweep_lease(self) -> str:
+        """STRING with a TTL: the node that sweeps payment deadlines this round."""
+        return f"{self.prefix}sweep:lease"
+
+    @property
+    def blocklist(self) -> str:
+        """SET of users who may not grab or claim anything."""
+        return f"{self.prefix}blocklist"
+
+    def user_coupons(self, user: str) -> str:
+        """SET of the coupons a user has won."""
+        return f"{self.prefix}{{u:{user}}}:coupons"
 
     def rate(self, bucket: str, subject: str) -> str:
         """STRING: a GCRA rate-limit cell (theoretical arrival time, ms)."""

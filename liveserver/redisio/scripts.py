@@ -15,8 +15,13 @@ __all__ = ["Scripts", "load_source"]
 
 
 def load_source(name: str) -> str:
-    """The text of ``lua/<name>.lua``."""
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``lua/<name>.lua``; ``seckill_*`` scripts get ``_seckill_lib.lua`` in front
+    (Redis Lua has no ``require``: shared helpers are prepended at load time)."""
+    lua = resources.files(__package__).joinpath("lua")
+    text = lua.joinpath(f"{name}.lua").read_text("utf-8")
+    if name.startswith("seckill_"):
+        text = lua.joinpath("_seckill_lib.lua").read_text("utf-8") + "\n" + text
+    return text
 
 
 class Scripts:
@@ -34,6 +39,12 @@ class Scripts:
     presence_read: AsyncScript
     presence_reap: AsyncScript
     ratelimit_take: AsyncScript
+    seckill_create: AsyncScript
+    seckill_grab: AsyncScript
+    seckill_pay: AsyncScript
+    seckill_cancel: AsyncScript
+    seckill_expire: AsyncScript
+    seckill_announce: AsyncScript
 
     def __init__(self, client: object) -> None:
         for name in self.__annotations__:

@@ -124,6 +124,8 @@ class RoomService:
         self._keys = keyspace
         self._publish = publish
         self._ended_ttl_s = ended_ttl_s
+        #: called with the room id after a room ends (its drops end too)
+        self.on_end: list[Any] = []
 
     # -- reads -----------------------------------------------------------------
 
@@ -179,6 +181,9 @@ class RoomService:
             raise NotFound(f"room {room_id!r} not found")
         if code == "conflict":
             raise Conflict(f"room {room_id!r} is {status}; it cannot be {action}ed")
+        if action == "end":  # again on a retried end, harmless: ending an ended drop changes nothing
+            for hook in self.on_end:
+                await hook(room_id)
         return status
 
     async def start(self, room_id: str, who: Principal) -> str:

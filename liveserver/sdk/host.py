@@ -91,6 +91,38 @@ class HostClient:
     async def ban(self, room_id: str, user: str, seconds: int) -> dict[str, Any]:
         return await self.request("POST", f"/api/v1/rooms/{room_id}/bans", {"user": user, "seconds": seconds})
 
+    # -- drops and orders --------------------------------------------------------
+
+    async def create_flash_sale(self, room_id: str, product_id: str, price_cents: int, stock: int,
+                                **terms: Any) -> dict[str, Any]:
+        """``terms``: per_user_limit, countdown_s or starts_at_ms, duration_s, pay_timeout_s, sale_id."""
+        body = {"product_id": product_id, "price_cents": price_cents, "stock": stock, **terms}
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/flash-sales", body)
+
+    async def get_flash_sale(self, room_id: str, sale_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/rooms/{room_id}/flash-sales/{sale_id}")
+
+    async def create_coupon(self, room_id: str, product_id: str, discount_cents: int, stock: int,
+                            **terms: Any) -> dict[str, Any]:
+        body = {"product_id": product_id, "discount_cents": discount_cents, "stock": stock, **terms}
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/coupons", body)
+
+    async def get_coupon(self, room_id: str, coupon_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/rooms/{room_id}/coupons/{coupon_id}")
+
+    async def grab(self, sale_id: str, req_id: str) -> dict[str, Any]:
+        """A viewer's grab over HTTP: the same body as the WebSocket ``grab_result``."""
+        return await self.request("POST", f"/api/v1/flash-sales/{sale_id}/grab", {"req_id": req_id})
+
+    async def get_order(self, order_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/orders/{order_id}")
+
+    async def pay_order(self, order_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/orders/{order_id}/pay")
+
+    async def cancel_order(self, order_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/api/v1/orders/{order_id}/cancel")
+
     # -- server ------------------------------------------------------------------
 
     async def server_time_ms(self) -> int:

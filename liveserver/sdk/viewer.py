@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,8 @@ class ViewerClient:
         self._reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
         self.close_reason: str = ""
+        self.rtt_ms: int | None = None
+        self.clock_offset_ms = 0.0  # server clock minus ours
 
     # -- connect -----------------------------------------------------------------
 
@@ -168,8 +171,28 @@ class ViewerClient:
         return reply
 
     async def ping(self) -> dict[str, Any]:
+        """Ping; the reply's ``server_time_ms`` syncs the countdown clock.  Each ping also
+        reports the round trip measured by the previous one (``rtt_ms``)."""
         loop = asyncio.get_running_loop()
-        return await self.request({"type": "ping", "t": loop.time()})
+        sent = loop.time()
+        msg: dict[str, Any] = {"type": "ping", "t": sent}
+        if self.rtt_ms is not None:
+            msg["rtt_ms"] = self.rtt_ms
+        pong = await self.request(msg)
+        self.rtt_ms = int((loop.time() - sent) * 1000)
+        self.clock_offset_ms = pong["server_time_ms"] - (time.time() * 1000 - self.rtt_ms / 2)
+        return pong
+
+    async def grab(self, *, sale_id: str | None = None, coupon_id: str | None = None,
+                   req_id: str | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Grab a flash sale or a coupon; returns the ``grab_result``.  Retry a timed-out grab
+        with the same ``req_id``: the server answers it once."""
+        msg: dict[str, Any] = {"type": "grab", "req_id": req_id or f"g{next(self._ids)}-{id(self)}"}
+        if sale_id is not None:
+            msg["sale_id"] = sale_id
+        if coupon_id is not None:
+            msg["coupon_id"] = coupon_id
+        return await self.request(msg, timeout_s)
 
     # -- receiving ---------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+-- Grab: a batch of grabs of one drop, decided one by one in arrival order.
+-- Time window (Redis's clock), stock, per-user limit, the user's and the IP's
+-- grab rates, and idempotency on (user, req_id): a repeated grab gets its first
+-- answer and takes nothing more.  A sale grab creates the pending order with its
+-- payment deadline in the same step; a coupon grab records the coupon.
+-- KEYS[1] meta  KEYS[2] buyers (user -> held)  KEYS[3] answers ("user\nreq" -> answer)
+-- KEYS[4] orders (order_id -> json)  KEYS[5] deadlines (order_id -> ms)  KEYS[6] order stream
+-- then per grab i: KEYS[6 + 2i - 1] the user's rate cell, KEYS[6 + 2i] the IP's rate cell
+-- ARGV[1] user rate/s  ARGV[2] user burst  ARGV[3] ip rate/s  ARGV[4] ip burst
+-- ARGV[5] the kind the grabs asked for ('sale' or 'coupon')
+-- then per grab i: ARGV[5 + 2i - 1] user, ARGV[5 + 2i] req_id
+-- Returns per grab {answer, order_id or '', expires_at_ms or 0}.
+local keys = {meta = KEYS[1], buyers = KEYS[2], orders = KEYS[4], deadlines = KEYS[5], stream = KEYS[6]}
+local d = load(keys.meta)
+local n = (#ARGV - 5) / 2
+local out = {}
+if not d or d.kind ~= ARGV[5] then
+  for i = 1, n do out[i] = {'not_found', '', 0} end
+  return out
+end
+local now = now_ms()
+local user_rate, user_burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ip_rate, ip_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+
+local function gcra_ok(key, rate, burst)
+  local interval = 1000 / rate
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat - interval * burst > now then return false end
+  redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+  return true
+end
+
+local sold_before = d.left <= 0
+for i = 1, n do
+  local user, req = ARGV[5 + 2 * i - 1], ARGV[5 + 2 * i]
+  local akey = user .. '\n' .. req
+  local prev = redis.call('HGET', KEYS[3], akey)
+  if prev then
+    local a, oid, exp = string.match(prev, '^([^\n]*)\n([^\n]*)\n(%d+)$')
+    out[i] = {a, oid, tonumber(exp)}
+  else
+    local answer, oid, exp = nil, '', 0
+    local st = status(d, now)
+    if st == 'countdown' then answer = 'not_started'
+    elseif st == 'ended' then answer = 'ended'
+    elseif not gcra_ok(KEYS[6 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
+    elseif not gcra_ok(KEYS[6 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
+    elseif d.left <= 0 then answer = 'sold_out'
+    elseif (tonumber(redis.call('HGET', keys.buyers, user)) or 0) + 1 > d.per_user then answer = 'limit'
+    else
+      answer = 'ok'
+      d.left = d.left - 1
+      redis.call('HINCRBY', keys.buyers, user, 1)
+      if d.kind == 'sale' then
+        d.pending = d.pending + 1
+        local seq = redis.call('HINCRBY', keys.meta, 'seq', 1)
+        oid = d.id .. '.' .. seq
+        exp = now + d.pay_ms
+        local o = {order_id = oid, sale_id = d.id, room_id = d.room, user = user, status = 'pending',
+          price_cents = d.price, qty = 1, created_ms = now, expires_at_ms = exp}
+        redis.call('HSET', keys.orders, oid, cjson.encode(o))
+        redis.call('ZADD', keys.deadlines, exp, oid)
+        log_order(keys.stream, o, now)
+      else
+        d.paid = d.paid + 1
+      end
+    end
+    -- rate-limited answers are not kept: a retry after the wait is a new decision
+    if answer ~= 'rate_limited' then
+      redis.call('HSET', KEYS[3], akey, answer .. '\n' .. oid .. '\n' .. string.format('%d', exp))
+    end
+    out[i] = {answer, oid, exp}
+  end
+end
+redis.call('HSET', keys.meta, 'left', d.left, 'pending', d.pending, 'paid', d.paid)
+if d.left <= 0 and not sold_before then announce(d, now) end
+return out

@@ -1,0 +1,1 @@
+"""Drops: countdown flash sales and coupons on Redis Lua atomic stock, orders and payment deadlines."""

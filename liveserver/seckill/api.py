@@ -1,0 +1,145 @@
+"""Drop entry points: the WebSocket ``grab`` command and the HTTP routes of flash sales,
+coupons, orders and the blocklist."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..auth import Principal, Role
+from ..errors import Forbidden, Invalid
+from ..http import json_response, principal, read_json, writer_principal
+from ..keys import NODE
+from ..wire import MAX_REQ_ID, Grab
+
+if TYPE_CHECKING:
+    from ..gateway import Command, Session
+
+__all__ = ["commands", "routes"]
+
+routes = web.RouteTableDef()
+
+
+def _grabber(who: Principal) -> None:
+    if who.role is not Role.VIEWER:
+        raise Forbidden("only viewers grab")
+
+
+# -- WebSocket -----------------------------------------------------------------------------
+
+
+async def on_grab(session: Session, msg: Grab) -> None:
+    assert session.principal is not None
+    _grabber(session.principal)
+    kind, drop_id = ("sale", msg.sale_id) if msg.sale_id is not None else ("coupon", msg.coupon_id)
+    assert drop_id is not None
+    result = await session.node.seckill.grab(session.principal, drop_id, kind, msg.req_id, session.ip, session.rtt_ms)
+    session.reply(result, msg.req_id)
+
+
+commands: dict[type, Command] = {Grab: on_grab}
+
+
+# -- HTTP: flash sales and coupons ------------------------------------------------------------
+
+
+@routes.post("/api/v1/rooms/{room}/flash-sales")
+async def create_sale(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    body = await node.seckill.create(request.match_info["room"], who, await read_json(request), "sale")
+    return json_response(body, status=201)
+
+
+@routes.get("/api/v1/rooms/{room}/flash-sales/{sale}")
+async def get_sale(request: web.Request) -> web.Response:
+    principal(request)
+    node = request.app[NODE]
+    return json_response(await node.seckill.get(request.match_info["room"], request.match_info["sale"], "sale"))
+
+
+@routes.post("/api/v1/rooms/{room}/coupons")
+async def create_coupon(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    body = await node.seckill.create(request.match_info["room"], who, await read_json(request), "coupon")
+    return json_response(body, status=201)
+
+
+@routes.get("/api/v1/rooms/{room}/coupons/{coupon}")
+async def get_coupon(request: web.Request) -> web.Response:
+    principal(request)
+    node = request.app[NODE]
+    return json_response(await node.seckill.get(request.match_info["room"], request.match_info["coupon"], "coupon"))
+
+
+async def _http_grab(request: web.Request, kind: str, drop_id: str) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    _grabber(who)
+    body = await read_json(request)
+    req_id = body.get("req_id")
+    if not isinstance(req_id, str) or not 1 <= len(req_id) <= MAX_REQ_ID:
+        raise Invalid("req_id", f"'req_id' must be a string of 1-{MAX_REQ_ID} characters (it makes retries safe)")
+    result: dict[str, Any] = await node.seckill.grab(who, drop_id, kind, req_id, request.remote or "unknown")
+    return json_response({**result, "req_id": req_id})
+
+
+@routes.post("/api/v1/flash-sales/{sale}/grab")
+async def grab_sale(request: web.Request) -> web.Response:
+    return await _http_grab(request, "sale", request.match_info["sale"])
+
+
+@routes.post("/api/v1/coupons/{coupon}/grab")
+async def grab_coupon(request: web.Request) -> web.Response:
+    return await _http_grab(request, "coupon", request.match_info["coupon"])
+
+
+@routes.get("/api/v1/me/coupons")
+async def my_coupons(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response({"coupons": await node.seckill.my_coupons(principal(request))})
+
+
+# -- HTTP: orders ------------------------------------------------------------------------------
+
+
+@routes.get("/api/v1/orders/{order}")
+async def get_order(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response(await node.seckill.get_order(request.match_info["order"], principal(request)))
+
+
+@routes.post("/api/v1/orders/{order}/pay")
+async def pay_order(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response(await node.seckill.pay(request.match_info["order"], await writer_principal(request)))
+
+
+@routes.post("/api/v1/orders/{order}/cancel")
+async def cancel_order(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response(await node.seckill.cancel(request.match_info["order"], await writer_principal(request)))
+
+
+# -- HTTP: the blocklist ---------------------------------------------------------------------------
+
+
+def _admin(request: web.Request) -> None:
+    if principal(request).role is not Role.ADMIN:
+        raise Forbidden("only an admin may read or change the blocklist")
+
+
+@routes.get("/api/v1/blocklist")
+async def get_blocklist(request: web.Request) -> web.Response:
+    _admin(request)
+    node = request.app[NODE]
+    return json_response({"users": sorted(await node.redis.smembers(node.keys.blocklist))})
+
+
+@routes.patch("/api/v1/blocklist")
+async def patch_blocklist(request: web.Request) -> web.Response:
+    _admin(request)
+    node = request.app[NODE]
+    return json_response({"users": await node.seckill.change_blocklist(await read_json(request))})

@@ -1,0 +1,94 @@
+"""Drop announcements on schedule, and payment deadlines: each fires once across nodes.
+
+- The schedule is a zset of ``start:<drop>`` / ``end:<drop>`` -> time.  Every
+  node polls it; the node whose ZREM of a due entry returns 1 is the one that
+  fires it (the announce script publishes the drop's state to its room).
+- Payment deadlines: each round, the node that takes the sweep lease runs the
+  expire script on every active drop.  The script claims each due order, so a
+  second sweeper (a lease that lapsed mid-round) changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..clock import Clock
+from ..redisio import Keyspace, Scripts
+from .service import SeckillService
+
+__all__ = ["DropScheduler"]
+
+log = logging.getLogger(__name__)
+
+EXPIRE_BATCH = 500
+
+
+class DropScheduler:
+    def __init__(
+        self, redis: Any, scripts: Scripts, keyspace: Keyspace, clock: Clock, seckill: SeckillService,
+        node_id: str, *, schedule_s: float, sweep_s: float,
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keyspace
+        self._clock = clock
+        self._seckill = seckill
+        self._node_id = node_id
+        self._schedule_s = schedule_s
+        self._sweep_s = sweep_s
+        self.fired = 0
+        self.expired = 0
+
+    async def fire_due(self) -> int:
+        due = await self._redis.zrangebyscore(self._keys.schedule, "-inf", self._clock.now_ms(), start=0, num=100)
+        fired = 0
+        for entry in due:
+            if not await self._redis.zrem(self._keys.schedule, entry):
+                continue  # another node took it
+            action, _, drop_id = entry.partition(":")
+            status, _ = await self._seckill.announce(drop_id)
+            if action == "end" or status == "ended":
+                room = await self._redis.hget(self._keys.drop(drop_id).meta, "room")
+                if room:
+                    await self._redis.srem(self._keys.room(room).drops, drop_id)
+            fired += 1
+        self.fired += fired
+        return fired
+
+    async def sweep(self) -> int:
+        lease_ms = int(self._sweep_s * 3000)
+        if not await self._redis.set(self._keys.sweep_lease, self._node_id, nx=True, px=lease_ms):
+            if await self._redis.get(self._keys.sweep_lease) != self._node_id:
+                return 0
+            await self._redis.pexpire(self._keys.sweep_lease, lease_ms)
+        expired = 0
+        for drop_id in await self._redis.smembers(self._keys.active_drops):
+            dk = self._keys.drop(drop_id)
+            count, status, pending = await self._scripts.seckill_expire(
+                keys=[dk.meta, dk.buyers, dk.orders, dk.deadlines, self._keys.orders_stream], args=[EXPIRE_BATCH]
+            )
+            expired += int(count)
+            if status in ("ended", "gone") and int(pending) == 0:
+                await self._redis.srem(self._keys.active_drops, drop_id)
+        self.expired += expired
+        return expired
+
+    async def _loop(self, period: float, step: Any, name: str) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await step()
+            except (RedisError, OSError) as exc:
+                log.warning("%s failed: %s", name, exc)
+            except Exception:  # a bug must not stop announcements or deadlines for good
+                log.exception("%s failed", name)
+
+    async def run_schedule(self) -> None:
+        await self._loop(self._schedule_s, self.fire_due, "drop schedule")
+
+    async def run_sweeper(self) -> None:
+        await self._loop(self._sweep_s, self.sweep, "payment deadline sweep")
