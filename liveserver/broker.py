@@ -48,6 +48,7 @@ class Broker:
         deliver: Deliver,
         *,
         is_wanted: Callable[[str], bool],
+        on_subscribed: Callable[[str], None] | None = None,
         unsubscribe_delay_s: float = 5.0,
     ) -> None:
         self._publisher = publisher
@@ -55,6 +56,7 @@ class Broker:
         self._keys = keyspace
         self._deliver = deliver
         self._is_wanted = is_wanted
+        self._on_subscribed = on_subscribed
         self._pubsub = subscriber.pubsub()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._release_timers: dict[str, asyncio.TimerHandle] = {}
@@ -166,6 +168,13 @@ class Broker:
             if kind == "message":
                 self._on_message(channel, msg["data"])
             elif kind == "subscribe":
+                # (Re)subscribed: what the node cached from this room's notices may have missed
+                # some while it was not listening; forget it before the next message.
+                room = self._keys.room_of_channel(channel)
+                if channel == self._keys.nodes_channel:
+                    room = ""  # the node-wide notices: global word list, blocklist
+                if room is not None and self._on_subscribed is not None:
+                    self._on_subscribed(room)
                 fut = self._confirmed.get(channel)
                 if fut is not None and not fut.done():
                     fut.set_result(None)

@@ -52,7 +52,9 @@ class Node:
                 close_grace_s=settings.close_grace_s,
             )
         )
-        self.broker = Broker(redis, subscriber, self.keys, self._deliver, is_wanted=self.hub.has_room)
+        self.broker = Broker(
+            redis, subscriber, self.keys, self._deliver, is_wanted=self.hub.has_room, on_subscribed=self._on_subscribed
+        )
         self.presence = Presence(
             redis,
             self.scripts,
@@ -72,6 +74,7 @@ class Node:
             items_per_tick=settings.danmaku_items_per_tick,
             lag_items_per_tick=settings.danmaku_lag_items_per_tick,
             lag_frames=settings.danmaku_lag_frames,
+            max_waiting=settings.danmaku_room_burst,
         )
         self.likes = Likes(redis, self.keys, self.hub, self.fanout, settings.likes_push_s)
         self.seckill = SeckillService(
@@ -183,6 +186,15 @@ class Node:
             self.danmaku.invalidate(room)
         else:  # the global list changed
             self.background(asyncio.create_task(self.danmaku.load_global_words(), name="reload-words"))
+
+    def _on_subscribed(self, room: str) -> None:
+        """Views kept current by notices start over whenever the node (re)subscribes."""
+        if room:
+            self.danmaku.invalidate(room)
+            self.seckill.forget_room(room)
+        else:
+            self._on_words("", {})
+            self._on_blocklist("", {})
 
     def _on_drop(self, room: str, msg: dict[str, Any]) -> None:
         self.seckill.on_message(room, msg)

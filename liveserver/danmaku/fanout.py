@@ -15,9 +15,10 @@ It makes delivery exactly-once at the seams:
 Load policy, per tick:
 
 - a frame carries at most ``danmaku_items_per_tick`` items; a burst beyond it
-  waits for the next ticks (in order), and only when more than
-  ``MAX_DELAY_TICKS`` ticks' worth wait is the room thinned for everyone:
-  host messages first, then the newest, sent in seq order;
+  waits for the next ticks (in order).  Only when more wait than
+  ``MAX_DELAY_TICKS`` ticks' worth, and more than the room's accepted burst
+  (so never for what the room's flood cap lets in), is the room thinned for
+  everyone: host messages first, then the newest, sent in seq order;
 - a viewer whose queue holds more than ``danmaku_lag_frames`` frames gets a
   frame thinned to ``danmaku_lag_items_per_tick`` items;
 - a viewer whose queue is full loses the frame (hub.py, and may be closed 4008).
@@ -98,6 +99,7 @@ class DanmakuFanout:
         items_per_tick: int,
         lag_items_per_tick: int,
         lag_frames: int,
+        max_waiting: int = 0,
     ) -> None:
         self._hub = hub
         self._fetch_range = fetch_range
@@ -105,6 +107,8 @@ class DanmakuFanout:
         self._cap = items_per_tick
         self._lag_cap = lag_items_per_tick
         self._lag_frames = lag_frames
+        #: items that may wait for later ticks before a flood is thinned (at least one burst's worth)
+        self._max_waiting = max(items_per_tick * MAX_DELAY_TICKS, max_waiting)
         self._feeds: dict[str, _Feed] = {}
         self._fills: set[asyncio.Task[None]] = set()
         self.items_delivered = 0  # item deliveries (items x viewers), for /metrics and the benchmark
@@ -195,8 +199,8 @@ class DanmakuFanout:
             return
         thinned = 0
         waiting = feed.pending
-        if len(waiting) > self._cap * MAX_DELAY_TICKS:  # a sustained flood: thin what waits
-            kept = thin(waiting, self._cap * MAX_DELAY_TICKS)
+        if len(waiting) > self._max_waiting:  # a sustained flood: thin what waits
+            kept = thin(waiting, self._max_waiting)
             thinned += (len(waiting) - len(kept)) * sum(1 for c in conns if c.ready)
             waiting = kept
         items, feed.pending = waiting[: self._cap], waiting[self._cap :]
@@ -210,6 +214,8 @@ class DanmakuFanout:
                 backlog = conn.backlog
                 if backlog is not None and len(backlog) < MAX_BACKLOG:
                     backlog.extend(items)
+                else:
+                    thinned += len(items)
                 continue
             if conn.dm_seq >= last:
                 continue
@@ -217,6 +223,7 @@ class DanmakuFanout:
                 mine = [i for i in full if i["id"] > conn.dm_seq]
                 ok = bool(mine) and conn.enqueue(encode_frame({"type": "danmaku", "seq": last, "items": mine}, conn.protocol), True)
                 sent = len(mine) if ok else 0
+                thinned += len(mine) - sent
             elif conn.queued > self._lag_frames:
                 sent = len(lagged) if conn.enqueue(frames.get(1, lagged, conn.protocol), True) else 0
                 thinned += len(items) - sent

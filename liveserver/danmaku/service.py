@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..auth import Principal
-from ..errors import Invalid, NotFound
+from ..errors import Conflict, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
 from ..rooms.service import Room, RoomService, check_id, check_int
 from ..settings import Settings
@@ -86,6 +86,12 @@ class DanmakuService:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
         return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
+    async def _moderated(self, room_id: str, who: Principal) -> None:
+        """The room, if ``who`` runs it and it has not ended (an ended room's keys expire; new ones would not)."""
+        room = await self._rooms.get_run(room_id, who)
+        if room.status == "ended":
+            raise Conflict(f"room {room_id!r} has ended")
+
     # -- banned words ------------------------------------------------------------
 
     async def load_global_words(self) -> None:
@@ -109,7 +115,7 @@ class DanmakuService:
         return sorted(await self._redis.smembers(self._keys.room(room_id).words))
 
     async def change_room_words(self, room_id: str, who: Principal, body: dict[str, Any], *, replace: bool) -> list[str]:
-        await self._rooms.get_run(room_id, who)
+        await self._moderated(room_id, who)
         key = self._keys.room(room_id).words
         await self._change_set(key, body, replace=replace)
         await self._publish_words(self._keys.room(room_id).channel)
@@ -188,7 +194,7 @@ class DanmakuService:
             raise NotFound(f"danmaku {danmaku_id!r} not found in room {room_id!r}")
 
     async def mute(self, room_id: str, who: Principal, body: dict[str, Any]) -> int:
-        await self._rooms.get_run(room_id, who)
+        await self._moderated(room_id, who)
         user = check_id(body.get("user"), "user")
         seconds = check_int(body.get("seconds"), "seconds", 1, MAX_MUTE_S)
         return int(await self._scripts.room_sanction(keys=[self._keys.room(room_id).mutes], args=[user, seconds]))
@@ -198,7 +204,7 @@ class DanmakuService:
         await self._scripts.room_sanction(keys=[self._keys.room(room_id).mutes], args=[check_id(user, "user"), 0])
 
     async def set_slow_mode(self, room_id: str, who: Principal, body: dict[str, Any]) -> int:
-        await self._rooms.get_run(room_id, who)
+        await self._moderated(room_id, who)
         seconds = check_int(body.get("seconds"), "seconds", 0, MAX_SLOW_MODE_S)
         await self._redis.hset(self._keys.room(room_id).meta, "slow_mode_s", seconds)
         return seconds

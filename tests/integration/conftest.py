@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -75,7 +77,15 @@ async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
 
     yield start
     for node in reversed(running):
-        await node.stop()
+        try:
+            await asyncio.wait_for(node.stop(), 30)
+        except asyncio.TimeoutError:
+            stacks = []
+            for task in asyncio.all_tasks():
+                buf = io.StringIO()
+                task.print_stack(file=buf)
+                stacks.append(buf.getvalue())
+            pytest.fail("a node did not stop within 30 s; tasks:\n" + "\n".join(stacks))
 
 
 @pytest.fixture

@@ -321,3 +321,19 @@ async def test_likes(start_node: StartNode, live_room: str) -> None:
         await va.request({"type": "like", "count": 101})
     for c in (va, vb, later):
         await c.close()
+
+
+async def test_word_list_fresh_after_the_node_resubscribes(start_node: StartNode, live_room: str) -> None:
+    """A word added while a node held no viewer of the room is enforced when viewers come back."""
+    a = await start_node(**FAST)
+    b = await start_node(**FAST)
+    a.node.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001
+    v = await join(a, "chatter", live_room)
+    assert (await say(v, "counterfeit goods"))["ok"] is True  # node A caches the room's (empty) list
+    await v.close()
+    await asyncio.sleep(0.3)  # node A unsubscribed
+    async with HostClient(b.base_url, token("host1", "host")) as h:
+        await h.request("PATCH", f"/api/v1/rooms/{live_room}/banned-words", {"add": ["counterfeit"]})
+    back = await join(a, "chatter", live_room)
+    assert (await say(back, "counterfeit goods"))["reason"] == "blocked"
+    await back.close()

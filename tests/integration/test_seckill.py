@@ -417,3 +417,25 @@ async def test_redis_restart_with_aof_mid_sale(start_node: StartNode, key_prefix
     await h.close()
     await node.stop()
     redis_proc.stop()
+
+
+async def test_drop_view_fresh_after_the_node_resubscribes(start_node: StartNode) -> None:
+    """Node A saw 'sold out', left the room; stock came back meanwhile: A asks Redis again."""
+    a = await start_node(**FAST)
+    b = await start_node(**FAST)
+    a.node.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001
+    h, room = await setup_room(b)
+    sale = await h.create_flash_sale(room, "tea", 1, 1)
+    winner = await join(b, "winner", room)
+    v = await join(a, "returning", room)
+    won = await winner.grab(sale_id=sale["sale_id"])
+    await v.wait_for("flash_sale", predicate=lambda m: m["status"] == "sold_out")
+    await v.close()
+    await asyncio.sleep(0.3)  # node A unsubscribed: it no longer hears the sale's broadcasts
+    async with HostClient(b.base_url, token("winner")) as w:
+        await w.cancel_order(won["order_id"])  # the stock comes back (announced to node B's viewers only)
+    back = await join(a, "returning", room)
+    assert (await back.grab(sale_id=sale["sale_id"]))["ok"] is True
+    for c in (winner, back):
+        await c.close()
+    await h.close()
