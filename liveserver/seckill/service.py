@@ -48,12 +48,13 @@ def drop_status(ended: bool, starts: int, ends: int, left: int, now: int) -> str
 
 
 def too_soon(now_ms: int, starts_ms: int, rtt_ms: int | None) -> bool:
-    """A grab that reaches the server sooner after the start than half the client's own
-    measured round trip was sent before the client could have seen the start (pure)."""
+    """A grab sent when the client's synced countdown hit zero reaches the server about one
+    one-way delay (rtt / 2) after the start.  One that arrives in less than half of that
+    was fired before the client's own clock said the sale had started (pure)."""
     if rtt_ms is None or rtt_ms <= 0:
         return False
     since = now_ms - starts_ms
-    return 0 <= since < rtt_ms // 2
+    return 0 <= since < rtt_ms // 4
 
 
 @dataclass(slots=True)

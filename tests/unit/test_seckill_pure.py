@@ -27,6 +27,7 @@ def test_drop_status(ended: bool, now: int, left: int, status: str) -> None:
 
 def test_too_soon() -> None:
     assert too_soon(1_010, 1_000, rtt_ms=100) is True  # 10 ms after the start, one way is 50 ms
+    assert too_soon(1_030, 1_000, rtt_ms=100) is False  # within the clock sync's own error
     assert too_soon(1_060, 1_000, rtt_ms=100) is False
     assert too_soon(990, 1_000, rtt_ms=100) is False  # before the start: the script says not_started
     assert too_soon(1_001, 1_000, rtt_ms=None) is False  # no measurement, no rule
