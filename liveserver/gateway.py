@@ -211,7 +211,7 @@ class Session:
             await node.broker.subscribe(room.room_id)
             online = await node.presence.sync(room.room_id, principal.user)
             state = await node.danmaku.join_state(room.room_id, principal.user, hello.last_seq)
-            drops = await node.seckill.room_drops(room.room_id)
+            drops = [*await node.seckill.room_drops(room.room_id), *await node.packets.room_packets(room.room_id)]
             if online is None:
                 online = await node.presence.online(room.room_id)
             pinned = await node.rooms.product(room.room_id, state.room.pinned) if state.room and state.room.pinned else None

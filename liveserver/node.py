@@ -19,6 +19,7 @@ from .danmaku.fanout import DanmakuFanout
 from .danmaku.likes import Likes
 from .danmaku.service import DanmakuService
 from .seckill import api as seckill_api
+from .seckill.packets import RedPacketService
 from .seckill.scheduler import DropScheduler
 from .seckill.service import SeckillService
 from .gateway import Command, Session
@@ -81,8 +82,9 @@ class Node:
             redis, self.scripts, self.keys, settings, self.rooms, self.clock, self.broker.is_subscribed
         )
         self.rooms.on_end.append(self.seckill.end_room)
+        self.packets = RedPacketService(redis, self.scripts, self.keys, settings, self.rooms, self.clock)
         self.scheduler = DropScheduler(
-            redis, self.scripts, self.keys, self.clock, self.seckill, self.node_id,
+            redis, self.scripts, self.keys, self.clock, self.seckill, self.packets, self.node_id,
             schedule_s=settings.schedule_interval_s, sweep_s=settings.sweep_interval_s,
         )
         self.metrics = Metrics(self)
@@ -166,6 +168,7 @@ class Node:
         await self.presence.leave_all()
         await self.fanout.close()
         await self.seckill.batcher.close()
+        await self.packets.batcher.close()
         await self.broker.close()
         await self.redis.aclose()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DropKeys", "Keyspace", "RoomKeys", "NODE_SET_TTL_MS"]
+__all__ = ["DropKeys", "Keyspace", "PacketKeys", "RoomKeys", "NODE_SET_TTL_MS"]
 
 #: A reaped node's per-room member set is kept this long, so that a node that
 #: was only paused can revive its members; then it goes.
@@ -113,10 +113,15 @@ class RoomKeys:
         """SET: the room's drops (flash sales and coupons) that have not ended."""
         return f"{self.tag}:drops"
 
+    @property
+    def packets(self) -> str:
+        """SET: the room's red packets that have not expired."""
+        return f"{self.tag}:packets"
+
     def all_static(self) -> list[str]:
         """The room keys that expire with it after it ends."""
         return [self.meta, self.products, self.nodes, self.online, self.banned, self.mutes, self.seq,
-                self.history, self.words, self.likes, self.thinned, self.drops]
+                self.history, self.words, self.likes, self.thinned, self.drops, self.packets]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,43 @@ class DropKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class PacketKeys:
+    """The keys of one red packet.  A rain's packets (``<rain>-<n>``) share the rain's hash
+    tag ``{p:<rain>}``, so that the per-user cap across the rain is checked atomically."""
+
+    prefix: str
+    packet_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}{{p:{self.packet_id.split('-', 1)[0]}}}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.tag}:{self.packet_id}:meta"
+
+    @property
+    def shares(self) -> str:
+        """LIST of the shares not claimed yet (cents), in claim order."""
+        return f"{self.tag}:{self.packet_id}:shares"
+
+    @property
+    def claims(self) -> str:
+        """HASH user -> cents claimed."""
+        return f"{self.tag}:{self.packet_id}:claims"
+
+    @property
+    def claim_times(self) -> str:
+        """HASH user -> when (ms)."""
+        return f"{self.tag}:{self.packet_id}:claimed_at"
+
+    @property
+    def rain_claims(self) -> str:
+        """HASH user -> packets claimed across the rain."""
+        return f"{self.tag}:rain_claims"
+
+
+@dataclass(frozen=True, slots=True)
 class Keyspace:
     prefix: str = "ls:"
 
@@ -185,6 +227,14 @@ class Keyspace:
 
     def drop(self, drop_id: str) -> DropKeys:
         return DropKeys(self.prefix, drop_id)
+
+    def packet(self, packet_id: str) -> PacketKeys:
+        return PacketKeys(self.prefix, packet_id)
+
+    @property
+    def wallet_stream(self) -> str:
+        """STREAM of every red-packet claim and refund, for the payment system."""
+        return f"{self.prefix}wallet"
 
     @property
     def orders_stream(self) -> str:

@@ -15,12 +15,13 @@ __all__ = ["Scripts", "load_source"]
 
 
 def load_source(name: str) -> str:
-    """The text of ``lua/<name>.lua``; ``seckill_*`` scripts get ``_seckill_lib.lua`` in front
+    """The text of ``lua/<name>.lua``; ``<domain>_*`` scripts get ``_<domain>_lib.lua`` in front
     (Redis Lua has no ``require``: shared helpers are prepended at load time)."""
     lua = resources.files(__package__).joinpath("lua")
     text = lua.joinpath(f"{name}.lua").read_text("utf-8")
-    if name.startswith("seckill_"):
-        text = lua.joinpath("_seckill_lib.lua").read_text("utf-8") + "\n" + text
+    for domain in ("seckill", "redpacket"):
+        if name.startswith(f"{domain}_"):
+            text = lua.joinpath(f"_{domain}_lib.lua").read_text("utf-8") + "\n" + text
     return text
 
 
@@ -45,6 +46,9 @@ class Scripts:
     seckill_cancel: AsyncScript
     seckill_expire: AsyncScript
     seckill_announce: AsyncScript
+    redpacket_create: AsyncScript
+    redpacket_claim: AsyncScript
+    redpacket_expire: AsyncScript
 
     def __init__(self, client: object) -> None:
         for name in self.__annotations__:

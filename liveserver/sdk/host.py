@@ -114,6 +114,20 @@ class HostClient:
         """A viewer's grab over HTTP: the same body as the WebSocket ``grab_result``."""
         return await self.request("POST", f"/api/v1/flash-sales/{sale_id}/grab", {"req_id": req_id})
 
+    async def create_red_packet(self, room_id: str, total_cents: int, count: int, **terms: Any) -> dict[str, Any]:
+        """``terms``: countdown_s or starts_at_ms, expires_s."""
+        body = {"total_cents": total_cents, "count": count, **terms}
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/red-packets", body)
+
+    async def create_rain(self, room_id: str, total_cents: int, drops: int, packets_per_drop: int,
+                          **terms: Any) -> dict[str, Any]:
+        """``terms``: interval_s, per_user_cap, countdown_s or starts_at_ms, expires_s."""
+        body = {"total_cents": total_cents, "drops": drops, "packets_per_drop": packets_per_drop, **terms}
+        return await self.request("POST", f"/api/v1/rooms/{room_id}/red-packet-rains", body)
+
+    async def get_red_packet(self, room_id: str, packet_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/api/v1/rooms/{room_id}/red-packets/{packet_id}")
+
     async def get_order(self, order_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/api/v1/orders/{order_id}")
 

@@ -194,6 +194,10 @@ class ViewerClient:
             msg["coupon_id"] = coupon_id
         return await self.request(msg, timeout_s)
 
+    async def claim(self, packet_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Claim a red packet; returns the ``claim_result`` (a repeat: the same amount, ``duplicate``)."""
+        return await self.request({"type": "claim", "packet_id": packet_id}, timeout_s)
+
     # -- receiving ---------------------------------------------------------------
 
     async def recv(self, timeout_s: float | None = 10.0) -> dict[str, Any]:

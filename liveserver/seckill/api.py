@@ -11,7 +11,7 @@ from ..auth import Principal, Role
 from ..errors import Forbidden, Invalid
 from ..http import json_response, principal, read_json, writer_principal
 from ..keys import NODE
-from ..wire import MAX_REQ_ID, Grab
+from ..wire import MAX_REQ_ID, Claim, Grab
 
 if TYPE_CHECKING:
     from ..gateway import Command, Session
@@ -38,7 +38,13 @@ async def on_grab(session: Session, msg: Grab) -> None:
     session.reply(result, msg.req_id)
 
 
-commands: dict[type, Command] = {Grab: on_grab}
+async def on_claim(session: Session, msg: Claim) -> None:
+    assert session.principal is not None
+    _grabber(session.principal)
+    session.reply(await session.node.packets.claim(session.principal, msg.packet_id), msg.req_id)
+
+
+commands: dict[type, Command] = {Grab: on_grab, Claim: on_claim}
 
 
 # -- HTTP: flash sales and coupons ------------------------------------------------------------
@@ -100,6 +106,38 @@ async def grab_coupon(request: web.Request) -> web.Response:
 async def my_coupons(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return json_response({"coupons": await node.seckill.my_coupons(principal(request))})
+
+
+# -- HTTP: red packets -----------------------------------------------------------------------
+
+
+@routes.post("/api/v1/rooms/{room}/red-packets")
+async def create_packet(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    return json_response(await node.packets.create(request.match_info["room"], who, await read_json(request)), status=201)
+
+
+@routes.post("/api/v1/rooms/{room}/red-packet-rains")
+async def create_rain(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    body = await node.packets.create_rain(request.match_info["room"], who, await read_json(request))
+    return json_response(body, status=201)
+
+
+@routes.get("/api/v1/rooms/{room}/red-packets/{packet}")
+async def get_packet(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response(await node.packets.get(request.match_info["room"], request.match_info["packet"], principal(request)))
+
+
+@routes.post("/api/v1/red-packets/{packet}/claim")
+async def claim_packet(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    who = await writer_principal(request)
+    _grabber(who)
+    return json_response(await node.packets.claim(who, request.match_info["packet"]))
 
 
 # -- HTTP: orders ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Drop announcements on schedule, and payment deadlines: each fires once across nodes.
 
-- The schedule is a zset of ``start:<drop>`` / ``end:<drop>`` -> time.  Every
+- The schedule is a zset of ``start:<drop>`` / ``end:<drop>`` (and
+  ``pstart:<packet>`` / ``pexpire:<packet>``) -> time.  Every
   node polls it; the node whose ZREM of a due entry returns 1 is the one that
   fires it (the announce script publishes the drop's state to its room).
 - Payment deadlines: each round, the node that takes the sweep lease runs the
@@ -18,6 +19,7 @@ from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..redisio import Keyspace, Scripts
+from .packets import RedPacketService
 from .service import SeckillService
 
 __all__ = ["DropScheduler"]
@@ -30,13 +32,14 @@ EXPIRE_BATCH = 500
 class DropScheduler:
     def __init__(
         self, redis: Any, scripts: Scripts, keyspace: Keyspace, clock: Clock, seckill: SeckillService,
-        node_id: str, *, schedule_s: float, sweep_s: float,
+        packets: RedPacketService, node_id: str, *, schedule_s: float, sweep_s: float,
     ) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace
         self._clock = clock
         self._seckill = seckill
+        self._packets = packets
         self._node_id = node_id
         self._schedule_s = schedule_s
         self._sweep_s = sweep_s
@@ -50,12 +53,15 @@ class DropScheduler:
             if not await self._redis.zrem(self._keys.schedule, entry):
                 continue  # another node took it
             action, _, drop_id = entry.partition(":")
+            fired += 1
+            if action in ("pstart", "pexpire"):
+                await self._packets.fire(drop_id, "announce" if action == "pstart" else "expire")
+                continue
             status, _ = await self._seckill.announce(drop_id)
             if action == "end" or status == "ended":
                 room = await self._redis.hget(self._keys.drop(drop_id).meta, "room")
                 if room:
                     await self._redis.srem(self._keys.room(room).drops, drop_id)
-            fired += 1
         self.fired += fired
         return fired
 

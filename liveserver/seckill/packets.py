@@ -1,0 +1,209 @@
+"""Red packets and red-packet rain.
+
+The split is made here, by a pure function with its RNG passed in
+(redpacket.py); the shares go to Redis at creation and ``redpacket_claim.lua``
+pops one per user.  Claims of one packet are group-committed like grabs.  At
+expiry the scheduler runs ``redpacket_expire.lua``, which refunds the rest
+exactly once.  Every claim and refund is appended to the wallet stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from typing import Any
+
+from ..auth import Principal
+from ..clock import Clock
+from ..errors import Conflict, Invalid, NotFound
+from ..redisio import Keyspace, Scripts
+from ..rooms.service import RoomService, check_int
+from ..settings import Settings
+from ..wire import ID_RE
+from .batcher import GrabBatcher, GrabRequest
+from .redpacket import split_red_packet
+
+__all__ = ["RedPacketService"]
+
+MAX_TOTAL_CENTS = 10**9
+MAX_COUNT = 10_000
+MAX_RAIN_DROPS = 100
+_FIELDS = ("id", "room", "total", "count", "claimed_count", "claimed_cents", "refunded", "starts", "expires",
+           "lucky_user", "lucky_cents")
+
+
+def packet_status(claimed: int, count: int, starts: int, expires: int, now: int) -> str:
+    """The contract's status (pure; the same rule as ``_redpacket_lib.lua``)."""
+    if claimed >= count:
+        return "empty"
+    if now >= expires:
+        return "expired"
+    if now < starts:
+        return "countdown"
+    return "live"
+
+
+class RedPacketService:
+    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService,
+                 clock: Clock, rng: random.Random | None = None) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keyspace
+        self._rooms = rooms
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self.batcher = GrabBatcher(self._run_batch, max_batch=settings.grab_batch_max)
+        self.counts: dict[str, int] = {}
+
+    # -- creating ------------------------------------------------------------------
+
+    def _window(self, body: dict[str, Any]) -> tuple[int, int]:
+        countdown, starts_at = body.get("countdown_s"), body.get("starts_at_ms")
+        if countdown is not None and starts_at is not None:
+            raise Invalid("starts_at_ms", "give countdown_s or starts_at_ms, not both")
+        countdown_ms = 1000 * check_int(countdown or 0, "countdown_s", 0, 7 * 24 * 3600)
+        starts_ms = 0
+        if starts_at is not None:
+            now = self._clock.now_ms()
+            starts_ms = check_int(starts_at, "starts_at_ms", now - 60_000, now + 7 * 24 * 3600 * 1000)
+        return starts_ms, countdown_ms
+
+    async def _create_one(self, room_id: str, packet_id: str, total: int, count: int, starts_ms: int,
+                          countdown_ms: int, expires_ms: int, rain_cap: int) -> dict[str, Any]:
+        pk, rk = self._keys.packet(packet_id), self._keys.room(room_id)
+        shares = split_red_packet(total, count, self._rng)
+        code, starts, expires = await self._scripts.redpacket_create(
+            keys=[pk.meta, pk.shares],
+            args=[packet_id, room_id, total, count, starts_ms, countdown_ms, expires_ms, rk.channel, rain_cap, *shares],
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.sadd(rk.packets, packet_id)
+        pipe.zadd(self._keys.schedule, {f"pstart:{packet_id}": int(starts), f"pexpire:{packet_id}": int(expires)})
+        await pipe.execute()
+        return {"packet_id": packet_id, "starts_at_ms": int(starts), "expires_at_ms": int(expires),
+                "total_cents": total, "count": count}
+
+    async def create(self, room_id: str, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        room = await self._rooms.get_run(room_id, who)
+        if room.status == "ended":
+            raise Conflict(f"room {room_id!r} has ended")
+        total = check_int(body.get("total_cents"), "total_cents", 1, MAX_TOTAL_CENTS)
+        count = check_int(body.get("count"), "count", 1, MAX_COUNT)
+        if total < count:
+            raise Invalid("total_cents", f"{total} cents cannot make {count} shares of at least 1 cent")
+        expires_s = check_int(body.get("expires_s", 600), "expires_s", 1, 24 * 3600)
+        starts_ms, countdown_ms = self._window(body)
+        return await self._create_one(room_id, secrets.token_hex(6), total, count, starts_ms, countdown_ms,
+                                      expires_s * 1000, 0)
+
+    async def create_rain(self, room_id: str, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """A rain: ``drops`` packets of ``packets_per_drop`` shares each, one every ``interval_s``;
+        ``per_user_cap`` caps how many of the rain's drops one user may catch (0: no cap)."""
+        room = await self._rooms.get_run(room_id, who)
+        if room.status == "ended":
+            raise Conflict(f"room {room_id!r} has ended")
+        total = check_int(body.get("total_cents"), "total_cents", 1, MAX_TOTAL_CENTS)
+        drops = check_int(body.get("drops"), "drops", 1, MAX_RAIN_DROPS)
+        per_drop = check_int(body.get("packets_per_drop"), "packets_per_drop", 1, MAX_COUNT)
+        interval_s = check_int(body.get("interval_s", 10), "interval_s", 1, 3600)
+        cap = check_int(body.get("per_user_cap", 0), "per_user_cap", 0, drops)
+        expires_s = check_int(body.get("expires_s", interval_s), "expires_s", 1, 24 * 3600)
+        if total < drops * per_drop:
+            raise Invalid("total_cents", f"{total} cents cannot make {drops * per_drop} shares of at least 1 cent")
+        starts_ms, countdown_ms = self._window(body)
+        if starts_ms == 0:
+            starts_ms = self._clock.now_ms() + countdown_ms
+        rain_id = secrets.token_hex(6)
+        base, extra = divmod(total, drops)
+        packets = []
+        for k in range(drops):
+            packets.append(await self._create_one(
+                room_id, f"{rain_id}-{k + 1}", base + (1 if k < extra else 0), per_drop,
+                starts_ms + k * interval_s * 1000, 0, expires_s * 1000, cap,
+            ))
+        return {"rain_id": rain_id, "per_user_cap": cap, "packets": packets}
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def _load(self, packet_id: str) -> dict[str, Any] | None:
+        if not ID_RE.match(packet_id):
+            return None
+        values = await self._redis.hmget(self._keys.packet(packet_id).meta, _FIELDS)
+        if values[0] is None:
+            return None
+        h = dict(zip(_FIELDS, values, strict=True))
+        return {k: (v if k in ("id", "room", "lucky_user") else int(float(v))) for k, v in h.items()}
+
+    def _status(self, h: dict[str, Any]) -> str:
+        return packet_status(h["claimed_count"], h["count"], h["starts"], h["expires"], self._clock.now_ms())
+
+    def message(self, h: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "red_packet", "packet_id": h["id"], "status": self._status(h), "starts_at_ms": h["starts"],
+                "expires_at_ms": h["expires"], "count": h["count"], "claimed_count": h["claimed_count"]}
+
+    async def get(self, room_id: str, packet_id: str, who: Principal) -> dict[str, Any]:
+        h = await self._load(packet_id)
+        if h is None or h["room"] != room_id:
+            raise NotFound(f"red packet {packet_id!r} not found in room {room_id!r}")
+        body: dict[str, Any] = {
+            "packet_id": packet_id, "status": self._status(h), "total_cents": h["total"], "count": h["count"],
+            "claimed_count": h["claimed_count"], "claimed_cents": h["claimed_cents"],
+            "refunded_cents": max(0, h["refunded"]), "starts_at_ms": h["starts"], "expires_at_ms": h["expires"],
+        }
+        pk = self._keys.packet(packet_id)
+        room = await self._rooms.find(room_id)
+        if room is not None and who.may_run(room.host):
+            claims, times = await asyncio.gather(self._redis.hgetall(pk.claims), self._redis.hgetall(pk.claim_times))
+            body["claims"] = sorted(
+                ({"user": u, "amount_cents": int(c), "at_ms": int(times.get(u, 0))} for u, c in claims.items()),
+                key=lambda c: (c["at_ms"], c["user"]),
+            )
+            if h["lucky_user"]:
+                body["luckiest"] = {"user": h["lucky_user"], "amount_cents": h["lucky_cents"]}
+        else:
+            mine = await self._redis.hget(pk.claims, who.user)
+            if mine is not None:
+                body["mine"] = {"amount_cents": int(mine)}
+        return body
+
+    async def room_packets(self, room_id: str) -> list[dict[str, Any]]:
+        ids = sorted(await self._redis.smembers(self._keys.room(room_id).packets))
+        loaded = [h for h in await asyncio.gather(*(self._load(i) for i in ids)) if h is not None]
+        return [self.message(h) for h in sorted(loaded, key=lambda h: h["starts"]) if self._status(h) != "expired"]
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def claim(self, who: Principal, packet_id: str) -> dict[str, Any]:
+        answer, amount, duplicate = ("not_found", 0, 0)
+        if ID_RE.match(packet_id):
+            answer, amount, duplicate = await self.batcher.submit(packet_id, GrabRequest(who.user, "", ""))
+        self.counts[answer] = self.counts.get(answer, 0) + 1
+        result: dict[str, Any] = {"type": "claim_result", "ok": answer == "ok", "packet_id": packet_id}
+        if answer == "ok":
+            result["amount_cents"] = amount
+            if duplicate:
+                result["duplicate"] = True
+        else:
+            result["reason"] = answer
+        return result
+
+    async def _run_batch(self, packet_id: str, batch: list[GrabRequest]) -> list[tuple[str, int, int]]:
+        pk = self._keys.packet(packet_id)
+        res = await self._scripts.redpacket_claim(
+            keys=[pk.meta, pk.shares, pk.claims, pk.claim_times, pk.rain_claims, self._keys.wallet_stream],
+            args=[g.user for g in batch],
+        )
+        return [(r[0], int(r[1]), int(r[2])) for r in res]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def fire(self, packet_id: str, action: str) -> str:
+        """The scheduler: ``announce`` at the start, ``expire`` at the expiry (refund, once)."""
+        pk = self._keys.packet(packet_id)
+        status, _ = await self._scripts.redpacket_expire(keys=[pk.meta, pk.shares, self._keys.wallet_stream], args=[action])
+        if action == "expire":
+            room = await self._redis.hget(pk.meta, "room")
+            if room:
+                await self._redis.srem(self._keys.room(room).packets, packet_id)
+        return status
