@@ -38,3 +38,16 @@ def test_seckill_bench_quick(tmp_path: Path) -> None:
     raw, ws = json.loads(out.read_text())
     assert raw["grabs"] > 0 and ws["grabs"] > 0 and ws["not_ok"] == 0
     assert ws["server_cpu_us_per_grab"] > 0 and ws["p99_ms"] is not None
+
+
+@pytest.mark.slow
+def test_redpacket_bench_quick(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "redpacket.py"), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    raw, ws = json.loads(out.read_text())
+    assert raw["cents"] == ws["cents"] == 300 * 100  # every share claimed, sums exact
+    assert ws["claims"] == 300 and ws["not_ok"] == 0
