@@ -218,7 +218,9 @@ class RoomService:
 
     async def ban(self, room_id: str, who: Principal, body: dict[str, Any]) -> int:
         """Ban a user for ``seconds``: their connections close with 4003 and they cannot rejoin."""
-        await self.get_run(room_id, who)
+        room = await self.get_run(room_id, who)
+        if room.status == "ended":
+            raise Conflict(f"room {room_id!r} has ended")
         user = check_id(body.get("user"), "user")
         seconds = check_int(body.get("seconds"), "seconds", 1, MAX_BAN_S)
         until_ms = int(await self._scripts.room_sanction(keys=[self._keys.room(room_id).banned], args=[user, seconds]))

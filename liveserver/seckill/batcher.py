@@ -22,6 +22,7 @@ class GrabRequest:
     user: str
     req_id: str
     ip: str
+    refusal: str = ""  # "blocked": the node's anti-fraud rules refused it (the script records the answer)
 
 
 Answer = tuple[str, str, int]  # (answer, order_id or "", expires_at_ms or 0)

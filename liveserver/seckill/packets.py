@@ -29,6 +29,7 @@ __all__ = ["RedPacketService"]
 MAX_TOTAL_CENTS = 10**9
 MAX_COUNT = 10_000
 MAX_RAIN_DROPS = 100
+FINISHED_TTL_S = 7 * 24 * 3600
 _FIELDS = ("id", "room", "total", "count", "claimed_count", "claimed_cents", "refunded", "starts", "expires",
            "lucky_user", "lucky_cents")
 
@@ -62,7 +63,7 @@ class RedPacketService:
         countdown, starts_at = body.get("countdown_s"), body.get("starts_at_ms")
         if countdown is not None and starts_at is not None:
             raise Invalid("starts_at_ms", "give countdown_s or starts_at_ms, not both")
-        countdown_ms = 1000 * check_int(countdown or 0, "countdown_s", 0, 7 * 24 * 3600)
+        countdown_ms = 1000 * check_int(0 if countdown is None else countdown, "countdown_s", 0, 7 * 24 * 3600)
         starts_ms = 0
         if starts_at is not None:
             now = self._clock.now_ms()
@@ -206,4 +207,8 @@ class RedPacketService:
             room = await self._redis.hget(pk.meta, "room")
             if room:
                 await self._redis.srem(self._keys.room(room).packets, packet_id)
+            pipe = self._redis.pipeline(transaction=False)  # kept a week for the host's view, then gone
+            for key in (pk.meta, pk.shares, pk.claims, pk.claim_times):
+                pipe.expire(key, FINISHED_TTL_S)
+            await pipe.execute()
         return status

@@ -27,6 +27,7 @@ __all__ = ["DropScheduler"]
 log = logging.getLogger(__name__)
 
 EXPIRE_BATCH = 500
+FINISHED_TTL_S = 7 * 24 * 3600
 
 
 class DropScheduler:
@@ -78,8 +79,12 @@ class DropScheduler:
                 keys=[dk.meta, dk.buyers, dk.orders, dk.deadlines, self._keys.orders_stream], args=[EXPIRE_BATCH]
             )
             expired += int(count)
-            if status in ("ended", "gone") and int(pending) == 0:
+            if status in ("ended", "gone") and int(pending) == 0:  # settled: kept a week for reads, then gone
                 await self._redis.srem(self._keys.active_drops, drop_id)
+                pipe = self._redis.pipeline(transaction=False)
+                for key in dk.all():
+                    pipe.expire(key, FINISHED_TTL_S)
+                await pipe.execute()
         self.expired += expired
         return expired
 

@@ -197,7 +197,7 @@ class SeckillService:
         countdown, starts_at = body.get("countdown_s"), body.get("starts_at_ms")
         if countdown is not None and starts_at is not None:
             raise Invalid("starts_at_ms", "give countdown_s or starts_at_ms, not both")
-        countdown_ms = 1000 * check_int(countdown or 0, "countdown_s", 0, MAX_COUNTDOWN_S)
+        countdown_ms = 1000 * check_int(0 if countdown is None else countdown, "countdown_s", 0, MAX_COUNTDOWN_S)
         starts_ms = 0
         if starts_at is not None:
             now = self._clock.now_ms()
@@ -284,16 +284,13 @@ class SeckillService:
         result.update(extra)
         return result
 
-    def _refuse(self, kind: str, drop_id: str, rule: str) -> dict[str, Any]:
-        self.fraud[rule] = self.fraud.get(rule, 0) + 1
-        return self._answer(kind, drop_id, "blocked")
-
     async def grab(
         self, who: Principal, drop_id: str, kind: str, req_id: str, ip: str, rtt_ms: int | None = None
     ) -> dict[str, Any]:
         """One grab, answered as the contract's ``grab_result`` (without ``req_id``)."""
-        if who.user in self.blocklist:
-            return self._refuse(kind, drop_id, "blocklist")
+        # A refusal by the anti-fraud rules still goes through the script, which answers a retry of
+        # an earlier grab (one that won, say) with its first answer, and remembers this one.
+        rule = "blocklist" if who.user in self.blocklist else None
         seen = self._seen.get(drop_id)
         now = self._clock.now_ms()
         if seen is not None and self._is_subscribed(seen.room):  # this view is kept current by broadcasts
@@ -307,11 +304,14 @@ class SeckillService:
             if now < seen.starts - 1000:  # clearly early; near the start Redis's clock decides
                 self.local_answers += 1
                 return self._answer(kind, drop_id, "not_started")
-            if self._s.grab_too_soon and too_soon(now, seen.starts, rtt_ms):
-                return self._refuse(kind, drop_id, "too_soon")
+            if rule is None and self._s.grab_too_soon and too_soon(now, seen.starts, rtt_ms):
+                rule = "too_soon"
         if not ID_RE.match(drop_id):
             return self._answer(kind, drop_id, "not_found")
-        answer, order_id, expires = await self.batcher.submit((drop_id, kind), GrabRequest(who.user, req_id, ip))
+        refusal = "blocked" if rule else ""
+        answer, order_id, expires = await self.batcher.submit((drop_id, kind), GrabRequest(who.user, req_id, ip, refusal))
+        if rule and answer == "blocked":
+            self.fraud[rule] = self.fraud.get(rule, 0) + 1
         extra: dict[str, Any] = {}
         if answer == "ok" and kind == "sale":
             extra = {"order_id": order_id, "expires_at_ms": expires}
@@ -327,7 +327,7 @@ class SeckillService:
                            self._s.grab_ip_burst, kind]
         for g in batch:
             keys += [dk.user_rate(g.user), dk.ip_rate(g.ip)]
-            args += [g.user, g.req_id]
+            args += [g.user, g.req_id, g.refusal]
         res = await self._scripts.seckill_grab(keys=keys, args=args)
         return [(r[0], r[1], int(r[2])) for r in res]
 

@@ -439,3 +439,27 @@ async def test_drop_view_fresh_after_the_node_resubscribes(start_node: StartNode
     for c in (winner, back):
         await c.close()
     await h.close()
+
+
+async def test_blocklisted_winner_still_gets_its_order_on_retry(start_node: StartNode) -> None:
+    node = await start_node(**FAST)
+    h, room = await setup_room(node)
+    sale = await h.create_flash_sale(room, "tea", 1, 5)
+    v = await join(node, "winner", room)
+    won = await v.grab(sale_id=sale["sale_id"], req_id="attempt-1")
+    async with HostClient(node.base_url, token("ops", "admin")) as admin:
+        await admin.request("PATCH", "/api/v1/blocklist", {"add": ["winner"]})
+        await asyncio.sleep(0.1)
+        again = await v.grab(sale_id=sale["sale_id"], req_id="attempt-1")
+        assert again["ok"] is True and again["order_id"] == won["order_id"]  # the first answer again
+        refused = await v.grab(sale_id=sale["sale_id"], req_id="attempt-2")
+        assert refused["reason"] == "blocked"
+        await admin.request("PATCH", "/api/v1/blocklist", {"remove": ["winner"]})
+        await asyncio.sleep(0.1)
+        assert (await v.grab(sale_id=sale["sale_id"], req_id="attempt-2"))["reason"] == "blocked"  # remembered
+    with pytest.raises(ApiError) as e:
+        await h.request("POST", f"/api/v1/rooms/{room}/flash-sales",
+                        {"product_id": "tea", "price_cents": 1, "stock": 1, "countdown_s": ""})
+    assert e.value.status == 422 and e.value.field == "countdown_s"
+    await v.close()
+    await h.close()

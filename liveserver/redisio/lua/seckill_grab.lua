@@ -8,11 +8,13 @@
 -- then per grab i: KEYS[6 + 2i - 1] the user's rate cell, KEYS[6 + 2i] the IP's rate cell
 -- ARGV[1] user rate/s  ARGV[2] user burst  ARGV[3] ip rate/s  ARGV[4] ip burst
 -- ARGV[5] the kind the grabs asked for ('sale' or 'coupon')
--- then per grab i: ARGV[5 + 2i - 1] user, ARGV[5 + 2i] req_id
+-- then per grab i: ARGV[5 + 3i - 2] user, ARGV[5 + 3i - 1] req_id, ARGV[5 + 3i] a refusal
+-- the node decided ('blocked' by its anti-fraud rules, or ''): answered and remembered
+-- like any other answer, after a replay of an earlier one.
 -- Returns per grab {answer, order_id or '', expires_at_ms or 0}.
 local keys = {meta = KEYS[1], buyers = KEYS[2], orders = KEYS[4], deadlines = KEYS[5], stream = KEYS[6]}
 local d = load(keys.meta)
-local n = (#ARGV - 5) / 2
+local n = (#ARGV - 5) / 3
 local out = {}
 if not d or d.kind ~= ARGV[5] then
   for i = 1, n do out[i] = {'not_found', '', 0} end
@@ -34,7 +36,7 @@ end
 
 local sold_before = d.left <= 0
 for i = 1, n do
-  local user, req = ARGV[5 + 2 * i - 1], ARGV[5 + 2 * i]
+  local user, req, refusal = ARGV[5 + 3 * i - 2], ARGV[5 + 3 * i - 1], ARGV[5 + 3 * i]
   local akey = user .. '\n' .. req
   local prev = redis.call('HGET', KEYS[3], akey)
   if prev then
@@ -43,7 +45,8 @@ for i = 1, n do
   else
     local answer, oid, exp = nil, '', 0
     local st = status(d, now)
-    if st == 'countdown' then answer = 'not_started'
+    if refusal ~= '' then answer = refusal
+    elseif st == 'countdown' then answer = 'not_started'
     elseif st == 'ended' then answer = 'ended'
     elseif not gcra_ok(KEYS[6 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
     elseif not gcra_ok(KEYS[6 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
