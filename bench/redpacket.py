@@ -79,7 +79,7 @@ async def raw_main(args: argparse.Namespace) -> None:
         nonlocal cents
         for i in counter:
             t0 = time.perf_counter()
-            res = await script(keys=keys, args=[f"u{i}"])
+            res = await script(keys=keys, args=[f"u{i}", ""])
             latencies.append((time.perf_counter() - t0) * 1000)
             assert res[0][0] == b"ok", res
             cents += int(res[0][1])

@@ -76,8 +76,10 @@ async def raw_main(args: argparse.Namespace) -> None:
     script = r.register_script(load_source("seckill_grab"))
     p = args.prefix
     sale = "rawsale"
-    tag = f"{p}{{d:{sale}}}"
-    keys_head = [f"{tag}:meta", f"{tag}:buyers", f"{tag}:answers", f"{tag}:orders", f"{tag}:deadlines", f"{p}orders"]
+    from liveserver.redisio.keyspace import Keyspace
+
+    dk = Keyspace(p).drop(sale)
+    keys_head = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, Keyspace(p).orders_stream, dk.winners]
     latencies: list[float] = []
     done = 0
     stop_at = time.monotonic() + args.duration
@@ -88,8 +90,8 @@ async def raw_main(args: argparse.Namespace) -> None:
         while time.monotonic() < stop_at:
             user = f"u{w}"
             t0 = time.perf_counter()
-            res = await script(keys=[*keys_head, f"{tag}:rl:u:{user}", f"{tag}:rl:ip:127.0.0.1"],
-                               args=[1e9, 1e9, 1e9, 1e9, "sale", user, f"{w}-{n}"])
+            res = await script(keys=[*keys_head, dk.user_rate(user), dk.ip_rate("127.0.0.1")],
+                               args=[1e9, 1e9, 1e9, 1e9, "sale", user, f"{w}-{n}", ""])
             latencies.append((time.perf_counter() - t0) * 1000)
             assert res[0][0] == b"ok", res
             done += 1

@@ -82,7 +82,10 @@ class Node:
             redis, self.scripts, self.keys, settings, self.rooms, self.clock, self.broker.is_subscribed
         )
         self.rooms.on_end.append(self.seckill.end_room)
-        self.packets = RedPacketService(redis, self.scripts, self.keys, settings, self.rooms, self.clock)
+        self.packets = RedPacketService(
+            redis, self.scripts, self.keys, settings, self.rooms, self.clock, self.seckill.is_blocked
+        )
+        self.rooms.on_end.append(self.packets.end_room)
         self.scheduler = DropScheduler(
             redis, self.scripts, self.keys, self.clock, self.seckill, self.packets, self.node_id,
             schedule_s=settings.schedule_interval_s, sweep_s=settings.sweep_interval_s,

@@ -12,9 +12,9 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 __all__ = ["RedisClient", "connect", "connect_pubsub", "check_reachable", "describe_url"]
 

@@ -164,6 +164,11 @@ class DropKeys:
         """ZSET order_id -> payment deadline (ms) of the pending orders."""
         return f"{self.tag}:deadlines"
 
+    @property
+    def winners(self) -> str:
+        """SET of everyone who ever won this drop (never shrinks: their grabs may be retries)."""
+        return f"{self.tag}:winners"
+
     def user_rate(self, user: str) -> str:
         return f"{self.tag}:rl:u:{user}"
 
@@ -171,7 +176,7 @@ class DropKeys:
         return f"{self.tag}:rl:ip:{ip}"
 
     def all(self) -> list[str]:
-        return [self.meta, self.buyers, self.answers, self.orders, self.deadlines]
+        return [self.meta, self.buyers, self.answers, self.orders, self.deadlines, self.winners]
 
 
 @dataclass(frozen=True, slots=True)

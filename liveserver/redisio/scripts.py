@@ -49,6 +49,7 @@ class Scripts:
     redpacket_create: AsyncScript
     redpacket_claim: AsyncScript
     redpacket_expire: AsyncScript
+    schedule_claim: AsyncScript
 
     def __init__(self, client: object) -> None:
         for name in self.__annotations__:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from ..auth import Principal
@@ -47,12 +48,13 @@ def packet_status(claimed: int, count: int, starts: int, expires: int, now: int)
 
 class RedPacketService:
     def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService,
-                 clock: Clock, rng: random.Random | None = None) -> None:
+                 clock: Clock, is_blocked: Callable[[str], bool], rng: random.Random | None = None) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace
         self._rooms = rooms
         self._clock = clock
+        self._is_blocked = is_blocked
         self._rng = rng or random.SystemRandom()
         self.batcher = GrabBatcher(self._run_batch, max_batch=settings.grab_batch_max)
         self.counts: dict[str, int] = {}
@@ -74,16 +76,32 @@ class RedPacketService:
                           countdown_ms: int, expires_ms: int, rain_cap: int) -> dict[str, Any]:
         pk, rk = self._keys.packet(packet_id), self._keys.room(room_id)
         shares = split_red_packet(total, count, self._rng)
+        # bookkeeping first (estimated times): a packet never exists without its expiry scheduled
+        starts_guess = starts_ms or self._clock.now_ms() + countdown_ms
+        await self._book(rk.packets, packet_id, starts_guess, starts_guess + expires_ms)
         code, starts, expires = await self._scripts.redpacket_create(
             keys=[pk.meta, pk.shares],
             args=[packet_id, room_id, total, count, starts_ms, countdown_ms, expires_ms, rk.channel, rain_cap, *shares],
         )
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.sadd(rk.packets, packet_id)
-        pipe.zadd(self._keys.schedule, {f"pstart:{packet_id}": int(starts), f"pexpire:{packet_id}": int(expires)})
-        await pipe.execute()
+        await self._book(rk.packets, packet_id, int(starts), int(expires))
         return {"packet_id": packet_id, "starts_at_ms": int(starts), "expires_at_ms": int(expires),
                 "total_cents": total, "count": count}
+
+    async def _book(self, room_packets: str, packet_id: str, starts: int, expires: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.sadd(room_packets, packet_id)
+        pipe.zadd(self._keys.schedule, {f"pstart:{packet_id}": starts, f"pexpire:{packet_id}": expires})
+        await pipe.execute()
+
+    @staticmethod
+    def _client_id(body: dict[str, Any], field: str) -> str:
+        """A client-chosen id makes a retried create harmless (no second packet is funded)."""
+        value = body.get(field)
+        if value is None:
+            return secrets.token_hex(6)
+        if not isinstance(value, str) or not ID_RE.match(value) or "-" in value or len(value) > 40:
+            raise Invalid(field, f"'{field}' must be 1-40 of [A-Za-z0-9_.] (no '-')")
+        return value
 
     async def create(self, room_id: str, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         room = await self._rooms.get_run(room_id, who)
@@ -95,8 +113,8 @@ class RedPacketService:
             raise Invalid("total_cents", f"{total} cents cannot make {count} shares of at least 1 cent")
         expires_s = check_int(body.get("expires_s", 600), "expires_s", 1, 24 * 3600)
         starts_ms, countdown_ms = self._window(body)
-        return await self._create_one(room_id, secrets.token_hex(6), total, count, starts_ms, countdown_ms,
-                                      expires_s * 1000, 0)
+        return await self._create_one(room_id, self._client_id(body, "packet_id"), total, count, starts_ms,
+                                      countdown_ms, expires_s * 1000, 0)
 
     async def create_rain(self, room_id: str, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """A rain: ``drops`` packets of ``packets_per_drop`` shares each, one every ``interval_s``;
@@ -115,7 +133,7 @@ class RedPacketService:
         starts_ms, countdown_ms = self._window(body)
         if starts_ms == 0:
             starts_ms = self._clock.now_ms() + countdown_ms
-        rain_id = secrets.token_hex(6)
+        rain_id = self._client_id(body, "rain_id")
         base, extra = divmod(total, drops)
         packets = []
         for k in range(drops):
@@ -178,7 +196,8 @@ class RedPacketService:
     async def claim(self, who: Principal, packet_id: str) -> dict[str, Any]:
         answer, amount, duplicate = ("not_found", 0, 0)
         if ID_RE.match(packet_id):
-            answer, amount, duplicate = await self.batcher.submit(packet_id, GrabRequest(who.user, "", ""))
+            refusal = "blocked" if self._is_blocked(who.user) else ""
+            answer, amount, duplicate = await self.batcher.submit(packet_id, GrabRequest(who.user, "", "", refusal))
         self.counts[answer] = self.counts.get(answer, 0) + 1
         result: dict[str, Any] = {"type": "claim_result", "ok": answer == "ok", "packet_id": packet_id}
         if answer == "ok":
@@ -193,17 +212,20 @@ class RedPacketService:
         pk = self._keys.packet(packet_id)
         res = await self._scripts.redpacket_claim(
             keys=[pk.meta, pk.shares, pk.claims, pk.claim_times, pk.rain_claims, self._keys.wallet_stream],
-            args=[g.user for g in batch],
+            args=[x for g in batch for x in (g.user, g.refusal)],
         )
         return [(r[0], int(r[1]), int(r[2])) for r in res]
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def fire(self, packet_id: str, action: str) -> str:
-        """The scheduler: ``announce`` at the start, ``expire`` at the expiry (refund, once)."""
+    async def fire(self, packet_id: str, action: str) -> tuple[str, int]:
+        """The scheduler: ``announce`` at the start, ``expire`` at the expiry (refund, once);
+        ``end`` when the room ends.  Returns (status, refunded_cents or -1)."""
         pk = self._keys.packet(packet_id)
-        status, _ = await self._scripts.redpacket_expire(keys=[pk.meta, pk.shares, self._keys.wallet_stream], args=[action])
-        if action == "expire":
+        status, refunded = await self._scripts.redpacket_expire(
+            keys=[pk.meta, pk.shares, self._keys.wallet_stream], args=[action]
+        )
+        if action != "announce" and int(refunded) >= 0:
             room = await self._redis.hget(pk.meta, "room")
             if room:
                 await self._redis.srem(self._keys.room(room).packets, packet_id)
@@ -211,4 +233,9 @@ class RedPacketService:
             for key in (pk.meta, pk.shares, pk.claims, pk.claim_times):
                 pipe.expire(key, FINISHED_TTL_S)
             await pipe.execute()
-        return status
+        return status, int(refunded)
+
+    async def end_room(self, room_id: str) -> None:
+        """The room ended: its red packets expire now and refund what is left."""
+        for packet_id in await self._redis.smembers(self._keys.room(room_id).packets):
+            await self.fire(packet_id, "end")

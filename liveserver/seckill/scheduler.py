@@ -1,9 +1,13 @@
 """Drop announcements on schedule, and payment deadlines: each fires once across nodes.
 
 - The schedule is a zset of ``start:<drop>`` / ``end:<drop>`` (and
-  ``pstart:<packet>`` / ``pexpire:<packet>``) -> time.  Every
-  node polls it; the node whose ZREM of a due entry returns 1 is the one that
-  fires it (the announce script publishes the drop's state to its room).
+  ``pstart:<packet>`` / ``pexpire:<packet>``) -> time.  Every node polls it
+  with ``schedule_claim.lua``, which hands each due entry (due on Redis's
+  clock) to one node and pushes it a lease ahead; the node removes it once the
+  action reports done (the start announced, the drop ended, the refund made).
+  A node that dies mid-action, or an action not yet due, leaves the entry to
+  come back after the lease: every action runs at least once, and each is
+  idempotent.
 - Payment deadlines: each round, the node that takes the sweep lease runs the
   expire script on every active drop.  The script claims each due order, so a
   second sweeper (a lease that lapsed mid-round) changes nothing.
@@ -48,21 +52,25 @@ class DropScheduler:
         self.expired = 0
 
     async def fire_due(self) -> int:
-        due = await self._redis.zrangebyscore(self._keys.schedule, "-inf", self._clock.now_ms(), start=0, num=100)
+        """Run the due announcements; an entry is removed only once its action is done."""
+        lease_ms = max(1000, int(self._schedule_s * 20_000))
+        due = await self._scripts.schedule_claim(keys=[self._keys.schedule], args=[lease_ms, 100])
         fired = 0
         for entry in due:
-            if not await self._redis.zrem(self._keys.schedule, entry):
-                continue  # another node took it
             action, _, drop_id = entry.partition(":")
-            fired += 1
             if action in ("pstart", "pexpire"):
-                await self._packets.fire(drop_id, "announce" if action == "pstart" else "expire")
-                continue
-            status, _ = await self._seckill.announce(drop_id)
-            if action == "end" or status == "ended":
-                room = await self._redis.hget(self._keys.drop(drop_id).meta, "room")
-                if room:
-                    await self._redis.srem(self._keys.room(room).drops, drop_id)
+                status, refunded = await self._packets.fire(drop_id, "announce" if action == "pstart" else "expire")
+                done = status == "gone" or (refunded >= 0 if action == "pexpire" else status != "countdown")
+            else:
+                status, _ = await self._seckill.announce(drop_id)
+                done = status == "gone" or (status == "ended" if action == "end" else status != "countdown")
+                if status in ("ended", "gone"):
+                    room = await self._redis.hget(self._keys.drop(drop_id).meta, "room")
+                    if room:
+                        await self._redis.srem(self._keys.room(room).drops, drop_id)
+            if done:
+                await self._redis.zrem(self._keys.schedule, entry)
+                fired += 1
         self.fired += fired
         return fired
 

@@ -128,8 +128,8 @@ class Drop:
 class _Seen:
     """What this node knows of a drop from its broadcasts.
 
-    ``holders``: the users holding stock of it, loaded once after a broadcast
-    said sold out or ended.  Their grabs may be retries of a grab that won, so
+    ``holders``: everyone who ever won it, loaded once after a broadcast said
+    sold out or ended.  Their grabs may be retries of a grab that won, so
     they go to Redis for their first answer; everyone else is answered here.
     """
 
@@ -204,6 +204,12 @@ class SeckillService:
             starts_ms = check_int(starts_at, "starts_at_ms", now - 60_000, now + MAX_COUNTDOWN_S * 1000)
         dk = self._keys.drop(drop_id)
         rk = self._keys.room(room_id)
+        # Bookkeeping in other slots first, so that a drop never exists unscheduled or unswept;
+        # the schedule's times are estimates until the script fixes them (an early entry just
+        # comes back: the scheduler claims on Redis's clock and finishes only what is due).
+        now = self._clock.now_ms()
+        starts_guess = starts_ms or now + countdown_ms
+        await self._book(rk.drops, drop_id, starts_guess, starts_guess + duration_s * 1000)
         code, starts, ends = await self._scripts.seckill_create(
             keys=[dk.meta],
             args=[kind, drop_id, room_id, product_id, price, discount, stock, per_user, starts_ms, countdown_ms,
@@ -212,14 +218,16 @@ class SeckillService:
         drop = await self._load(drop_id)
         if code == "exists" and (drop is None or drop.kind != kind or drop.room != room_id):
             raise Conflict(f"{id_field} {drop_id!r} exists")
-        # follow-up bookkeeping in other slots: repeated by a retried create, harmless twice
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.sadd(rk.drops, drop_id)
-        pipe.sadd(self._keys.active_drops, drop_id)
-        pipe.zadd(self._keys.schedule, {f"start:{drop_id}": int(starts), f"end:{drop_id}": int(ends)})
-        await pipe.execute()
+        await self._redis.zadd(self._keys.schedule, {f"start:{drop_id}": int(starts), f"end:{drop_id}": int(ends)})
         assert drop is not None
         return drop.public(self._clock.now_ms())
+
+    async def _book(self, room_drops: str, drop_id: str, starts: int, ends: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.sadd(room_drops, drop_id)
+        pipe.sadd(self._keys.active_drops, drop_id)
+        pipe.zadd(self._keys.schedule, {f"start:{drop_id}": starts, f"end:{drop_id}": ends})
+        await pipe.execute()
 
     # -- reading -------------------------------------------------------------------
 
@@ -260,7 +268,7 @@ class SeckillService:
         if seen.loading is None:  # one HKEYS per sold-out or end, however many grabs wait for it
             seen.loading = asyncio.get_running_loop().create_future()
             try:
-                seen.holders = frozenset(await self._redis.hkeys(self._keys.drop(drop_id).buyers))
+                seen.holders = frozenset(await self._redis.smembers(self._keys.drop(drop_id).winners))
                 seen.loading.set_result(seen.holders)
             except BaseException as exc:
                 seen.loading.set_exception(exc)
@@ -296,7 +304,8 @@ class SeckillService:
         if seen is not None and self._is_subscribed(seen.room):  # this view is kept current by broadcasts
             if seen.kind != kind:
                 return self._answer(kind, drop_id, "not_found")
-            status = drop_status(False, seen.starts, seen.ends, seen.left, now)
+            # near the end, as near the start, Redis's clock decides
+            status = drop_status(False, seen.starts, seen.ends + 1000, seen.left, now)
             hopeless = "ended" if "ended" in (seen.status, status) else "sold_out" if seen.status == "sold_out" else None
             if hopeless is not None and who.user not in await self._holders(drop_id, seen):
                 self.local_answers += 1
@@ -322,7 +331,7 @@ class SeckillService:
     async def _run_batch(self, target: tuple[str, str], batch: list[GrabRequest]) -> list[tuple[str, str, int]]:
         drop_id, kind = target
         dk = self._keys.drop(drop_id)
-        keys = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, self._keys.orders_stream]
+        keys = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, self._keys.orders_stream, dk.winners]
         args: list[Any] = [self._s.grab_user_rate, self._s.grab_user_burst, self._s.grab_ip_rate,
                            self._s.grab_ip_burst, kind]
         for g in batch:
@@ -399,6 +408,9 @@ class SeckillService:
         return out
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def is_blocked(self, user: str) -> bool:
+        return user in self.blocklist
 
     async def announce(self, drop_id: str, action: str = "announce") -> tuple[str, int]:
         """Publish the drop's state (``end``: end it now).  Returns (status, pending)."""

@@ -95,7 +95,7 @@ async def test_lifecycle_broadcasts_and_expiry_refund(start_node: StartNode) -> 
         mine = await me.get_red_packet(room, pid)
         assert mine["mine"] == {"amount_cents": won["amount_cents"]} and "claims" not in mine
     # the refund happened once, even when the expiry is fired again
-    assert (await node.node.packets.fire(pid, "expire")) == "expired"
+    assert (await node.node.packets.fire(pid, "expire")) == ("expired", 1000 - won["amount_cents"])
     wallet = await node.node.redis.xrange(node.node.keys.wallet_stream)
     assert sum(1 for _, f in wallet if f["packet_id"] == pid and f["kind"] == "refund") == 1
     assert (await other.claim("nope"))["reason"] == "not_found"
@@ -148,4 +148,47 @@ async def test_rain_schedule_and_per_user_cap(start_node: StartNode) -> None:
         await h.create_rain(room, total_cents=10, drops=3, packets_per_drop=5)
     assert e.value.status == 422
     await v.close()
+    await h.close()
+
+
+async def test_an_action_not_yet_due_is_kept_and_runs_later(start_node: StartNode) -> None:
+    """A schedule entry that comes up early (a node's clock ahead, an estimate) is not lost:
+    it stays in the schedule until its action is done, and the refund happens once, on time."""
+    node = await start_node(**FAST, schedule_interval_s=0.02)
+    h, room = await setup_room(node)
+    packet = await h.create_red_packet(room, 1000, 4, expires_s=1)
+    pid = packet["packet_id"]
+    sched = node.node.keys.schedule
+    await node.node.redis.zadd(sched, {f"pexpire:{pid}": 0})  # due at once, long before the expiry
+    await asyncio.sleep(0.3)
+    assert await node.node.redis.zscore(sched, f"pexpire:{pid}") is not None  # kept, pushed a lease ahead
+    assert (await h.get_red_packet(room, pid))["refunded_cents"] == 0 and \
+        (await h.get_red_packet(room, pid))["status"] == "live"
+    await asyncio.sleep(2.2)
+    got = await h.get_red_packet(room, pid)
+    assert got["status"] == "expired" and got["refunded_cents"] == 1000
+    assert await node.node.redis.zscore(sched, f"pexpire:{pid}") is None
+    await h.close()
+
+
+async def test_big_packets_blocked_users_and_room_end(start_node: StartNode) -> None:
+    node = await start_node(**FAST)
+    h, room = await setup_room(node)
+    big = await h.create_red_packet(room, 1_000_000, 10_000)
+    assert big["count"] == 10_000
+    fixed = await h.create_red_packet(room, 500, 5, packet_id="hostchosen1")
+    again = await h.create_red_packet(room, 500, 5, packet_id="hostchosen1")  # a retried create: no second packet
+    assert again["starts_at_ms"] == fixed["starts_at_ms"]
+    async with HostClient(node.base_url, token("ops", "admin")) as admin:
+        await admin.request("PATCH", "/api/v1/blocklist", {"add": ["cheat"]})
+    await asyncio.sleep(0.1)
+    cheat = await join(node, "cheat", room)
+    assert (await cheat.claim(big["packet_id"]))["reason"] == "blocked"
+    honest = await join(node, "honest", room)
+    won = await honest.claim(big["packet_id"])
+    await h.end_room(room)  # open packets expire with the room and refund the rest
+    got = await h.get_red_packet(room, big["packet_id"])
+    assert got["status"] == "expired" and got["refunded_cents"] == 1_000_000 - won["amount_cents"]
+    for c in (cheat, honest):
+        await c.close()
     await h.close()

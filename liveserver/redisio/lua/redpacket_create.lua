@@ -20,7 +20,9 @@ end
 local starts = tonumber(ARGV[5])
 if starts == 0 then starts = now + tonumber(ARGV[6]) end
 local expires = starts + tonumber(ARGV[7])
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 10))
+for i = 10, #ARGV, 500 do  -- in chunks: unpack() has a limit of about 8000 values
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 499, #ARGV)))
+end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'room', ARGV[2], 'total', ARGV[3], 'count', ARGV[4],
   'claimed_count', 0, 'claimed_cents', 0, 'refunded', -1, 'starts', starts, 'expires', expires,
   'channel', ARGV[8], 'rain_cap', ARGV[9], 'lucky_user', '', 'lucky_cents', 0, 'created', now)

@@ -5,7 +5,8 @@
 -- payment deadline in the same step; a coupon grab records the coupon.
 -- KEYS[1] meta  KEYS[2] buyers (user -> held)  KEYS[3] answers ("user\nreq" -> answer)
 -- KEYS[4] orders (order_id -> json)  KEYS[5] deadlines (order_id -> ms)  KEYS[6] order stream
--- then per grab i: KEYS[6 + 2i - 1] the user's rate cell, KEYS[6 + 2i] the IP's rate cell
+-- KEYS[7] winners (everyone who ever won: a node sends their grabs to Redis, as they may be retries)
+-- then per grab i: KEYS[7 + 2i - 1] the user's rate cell, KEYS[7 + 2i] the IP's rate cell
 -- ARGV[1] user rate/s  ARGV[2] user burst  ARGV[3] ip rate/s  ARGV[4] ip burst
 -- ARGV[5] the kind the grabs asked for ('sale' or 'coupon')
 -- then per grab i: ARGV[5 + 3i - 2] user, ARGV[5 + 3i - 1] req_id, ARGV[5 + 3i] a refusal
@@ -48,12 +49,13 @@ for i = 1, n do
     if refusal ~= '' then answer = refusal
     elseif st == 'countdown' then answer = 'not_started'
     elseif st == 'ended' then answer = 'ended'
-    elseif not gcra_ok(KEYS[6 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
-    elseif not gcra_ok(KEYS[6 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
+    elseif not gcra_ok(KEYS[7 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
+    elseif not gcra_ok(KEYS[7 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
     elseif d.left <= 0 then answer = 'sold_out'
     elseif (tonumber(redis.call('HGET', keys.buyers, user)) or 0) + 1 > d.per_user then answer = 'limit'
     else
       answer = 'ok'
+      redis.call('SADD', KEYS[7], user)
       d.left = d.left - 1
       redis.call('HINCRBY', keys.buyers, user, 1)
       if d.kind == 'sale' then
