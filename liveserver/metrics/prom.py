@@ -55,6 +55,27 @@ class _NodeCollector(Collector):
             "Danmaku items not delivered to viewers that could not keep up (items x viewers)",
             value=fanout.items_thinned,
         )
+        seckill = self._node.seckill
+        grabs = CounterMetricFamily("liveserver_grabs", "Grabs answered, by kind and answer", labels=["kind", "answer"])
+        for (kind, answer), n in sorted(seckill.counts.items()):
+            grabs.add_metric([kind, answer], n)
+        yield grabs
+        fraud = CounterMetricFamily("liveserver_grabs_refused", "Grabs refused by an anti-fraud rule", labels=["rule"])
+        for rule, n in sorted(seckill.fraud.items()):
+            fraud.add_metric([rule], n)
+        yield fraud
+        yield CounterMetricFamily(
+            "liveserver_grabs_answered_locally", "Hopeless grabs answered by the node without Redis",
+            value=seckill.local_answers,
+        )
+        claims = CounterMetricFamily("liveserver_claims", "Red-packet claims answered, by answer", labels=["answer"])
+        for answer, n in sorted(self._node.packets.counts.items()):
+            claims.add_metric([answer], n)
+        yield claims
+        yield CounterMetricFamily(
+            "liveserver_drop_script_calls", "Grab and claim script calls (each carries a batch)",
+            value=seckill.batcher.calls + self._node.packets.batcher.calls,
+        )
         broker = self._node.broker
         yield CounterMetricFamily(
             "liveserver_broker_messages_received", "Pub/sub messages received from Redis", value=broker.received

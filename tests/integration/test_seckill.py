@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -262,6 +263,10 @@ async def test_every_rejection_reason(start_node: StartNode) -> None:
         await asyncio.sleep(0.1)
         assert (await other.grab(sale_id=fresh["sale_id"]))["ok"] is True
     assert node.node.seckill.fraud["blocklist"] == 1
+    async with aiohttp.ClientSession() as http, http.get(node.base_url + "/metrics") as r:
+        text = await r.text()
+    assert 'liveserver_grabs_refused_total{rule="blocklist"} 1.0' in text
+    assert 'liveserver_grabs_total{answer="sold_out",kind="sale"}' in text
     # hosts and admins do not grab
     host_ws = await ViewerClient.connect(node.ws_url, token("host1", "host"), room)
     from liveserver.sdk import ReplyError
