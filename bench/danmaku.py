@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +37,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuv"
+from harness import SECRET, free_port as _free_port, pin as _pin, start_redis as _start_redis  # noqa: E402
+from harness import wait_port as _wait_port  # noqa: E402
+
 ROOM = "bench"
 
 
@@ -220,48 +221,6 @@ async def client_main(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- the driver
 
 
-def _pin(cpu: int) -> None:
-    try:
-        os.sched_setaffinity(0, {cpu})
-    except (AttributeError, OSError):
-        pass
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not listen")
-
-
-def _start_redis() -> tuple[subprocess.Popen, str]:
-    from liveserver.embedded import find_redis_server
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: _pin(1),
-    )
-    _wait_port(port, proc)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def _setup_room(redis_url: str, prefix: str) -> None:
     import redis
 
@@ -315,7 +274,7 @@ def run_target(target: str, args: argparse.Namespace, redis_url: str) -> dict:
                 cpu0, wall0 = t.user + t.system, time.monotonic()
                 user0 = t.user
                 if args.profile and target == "liveserver":
-                    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-d", str(int(args.duration)), "-p", str(server.pid),
+                    subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-d", str(int(args.duration)), "-p", str(server.pid),
                                             "-f", "speedscope", "-o", args.profile, "--nonblocking"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             elif line.startswith("DONE"):

@@ -19,23 +19,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from danmaku import SECRET, _free_port, _pin, _start_redis, _wait_port  # noqa: E402
-from seckill import _pct  # noqa: E402
+from harness import SECRET, liveserver, pct, print_table, run_role, start_redis  # noqa: E402
+from seckill import _per_op  # noqa: E402
 
 ROOM = "bench"
 
@@ -90,8 +85,8 @@ async def raw_main(args: argparse.Namespace) -> None:
     elapsed = time.monotonic() - start
     print("DONE", flush=True)
     print("RESULT " + json.dumps({"target": "raw redis-py EVALSHA", "claims": len(latencies), "cents": cents,
-                                  "seconds": round(elapsed, 3), "p50_ms": _pct(latencies, 0.5),
-                                  "p99_ms": _pct(latencies, 0.99), "concurrency": args.raw_concurrency}), flush=True)
+                                  "seconds": round(elapsed, 3), "p50_ms": pct(latencies, 0.5),
+                                  "p99_ms": pct(latencies, 0.99), "concurrency": args.raw_concurrency}), flush=True)
     await r.aclose()
 
 
@@ -146,34 +141,11 @@ async def ws_main(args: argparse.Namespace) -> None:
     print("DONE", flush=True)
     print("RESULT " + json.dumps({"target": "liveserver over WebSocket", "claims": totals["ok"] + totals["other"],
                                   "not_ok": totals["other"], "cents": totals["cents"], "seconds": round(elapsed, 3),
-                                  "p50_ms": _pct(latencies, 0.5), "p99_ms": _pct(latencies, 0.99),
+                                  "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99),
                                   "concurrency": args.claimers}), flush=True)
     for c in conns:
         c.close()
     await asyncio.sleep(0.2)
-
-
-def _run_client(role_args: list[str], watch_pid: int | None) -> dict:
-    client = subprocess.Popen([sys.executable, __file__, *role_args], stdout=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: _pin(1))
-    proc = psutil.Process(watch_pid) if watch_pid else None
-    result: dict = {}
-    cpu0 = 0.0
-    assert client.stdout is not None
-    for line in client.stdout:
-        if line.startswith("READY") and proc:
-            t = proc.cpu_times()
-            cpu0 = t.user + t.system
-        elif line.startswith("DONE") and proc:
-            t = proc.cpu_times()
-            result["cpu_s"] = t.user + t.system - cpu0
-        elif line.startswith("RESULT "):
-            result.update(json.loads(line[7:]))
-    client.wait(120)
-    result["claims_per_s"] = round(result["claims"] / result["seconds"]) if result.get("seconds") else None
-    if result.get("cpu_s") and result.get("claims"):
-        result["cpu_us_per_claim"] = round(result.pop("cpu_s") / result["claims"] * 1e6, 1)
-    return result
 
 
 def main() -> None:
@@ -194,40 +166,26 @@ def main() -> None:
         return
     if args.quick:
         args.claimers = 300
-    redis_proc, redis_url = _start_redis()
+    redis_proc, redis_url = start_redis()
     prefix = f"bench{int(time.time())}:"
     results = []
     try:
         total = _make_packet(redis_url, prefix, "rawpacket", args.claimers)
         _make_packet(redis_url, prefix, "wspacket", args.claimers)
-        raw = _run_client(["--role", "raw", "--redis-url", redis_url, "--prefix", prefix, "--claimers",
-                           str(args.claimers), "--raw-concurrency", str(args.raw_concurrency)], redis_proc.pid)
-        raw["redis_cpu_us_per_claim"] = raw.pop("cpu_us_per_claim", None)
-        results.append(raw)
-        port = _free_port()
-        env = {**os.environ, "LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": prefix,
-               "LIVESERVER_LOG_LEVEL": "WARNING"}
-        server = subprocess.Popen([sys.executable, "-m", "liveserver", "serve", "--port", str(port), "--redis-url", redis_url],
-                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, preexec_fn=lambda: _pin(0))
-        try:
-            _wait_port(port, server)
-            ws = _run_client(["--role", "ws", "--port", str(port), "--claimers", str(args.claimers)], server.pid)
-            ws["server_cpu_us_per_claim"] = ws.pop("cpu_us_per_claim", None)
-            results.append(ws)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        results.append(_per_op(run_role(__file__, ["--role", "raw", "--redis-url", redis_url, "--prefix", prefix,
+                                                   "--claimers", str(args.claimers), "--raw-concurrency",
+                                                   str(args.raw_concurrency)], redis_proc.pid),
+                               "redis_cpu_us_per_claim", "claims"))
+        with liveserver(redis_url, prefix) as (port, server):
+            results.append(_per_op(run_role(__file__, ["--role", "ws", "--port", str(port), "--claimers",
+                                                       str(args.claimers)], server.pid),
+                                   "server_cpu_us_per_claim", "claims"))
     finally:
         redis_proc.terminate()
         redis_proc.wait()
     cols = ["target", "concurrency", "claims", "claims_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_claim",
             "redis_cpu_us_per_claim"]
-    print(" | ".join(cols))
-    for r in results:
-        print(" | ".join(str(r.get(c)) for c in cols))
+    print_table(cols, results)
     print(f"ratio: liveserver end to end = {results[1]['claims_per_s'] / results[0]['claims_per_s']:.2f}x "
           "the raw unpipelined script rate")
     exact = all(r["cents"] == total for r in results)

@@ -21,30 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from danmaku import SECRET, _free_port, _pin, _start_redis, _wait_port  # noqa: E402
+from harness import SECRET, liveserver, pct, print_table, run_role, start_redis  # noqa: E402
 
 ROOM = "bench"
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(len(values) * q))], 2)
 
 
 def _make_sale(redis_url: str, prefix: str, sale_id: str, stock: int) -> None:
@@ -103,7 +91,7 @@ async def raw_main(args: argparse.Namespace) -> None:
     elapsed = time.monotonic() - start
     print("DONE", flush=True)
     print("RESULT " + json.dumps({"target": "raw redis-py EVALSHA", "grabs": done, "seconds": round(elapsed, 2),
-                                  "p50_ms": _pct(latencies, 0.5), "p99_ms": _pct(latencies, 0.99),
+                                  "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99),
                                   "concurrency": args.raw_concurrency}), flush=True)
     await r.aclose()
 
@@ -188,7 +176,7 @@ async def ws_main(args: argparse.Namespace) -> None:
     print("DONE", flush=True)
     print("RESULT " + json.dumps({"target": "liveserver over WebSocket" + (" (open loop)" if args.per_grabber_rate else ""), "grabs": counts["ok"] + counts["other"],
                                   "not_ok": counts["other"], "seconds": round(elapsed, 2),
-                                  "p50_ms": _pct(latencies, 0.5), "p99_ms": _pct(latencies, 0.99),
+                                  "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99),
                                   "concurrency": args.grabbers}), flush=True)
     for c in conns:
         c.close()
@@ -198,30 +186,11 @@ async def ws_main(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def _run_client(role_args: list[str], watch_pid: int | None, profile: str | None = None) -> dict:
-    client = subprocess.Popen([sys.executable, __file__, *role_args], stdout=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: _pin(1))
-    proc = psutil.Process(watch_pid) if watch_pid else None
-    result: dict = {}
-    cpu0 = 0.0
-    assert client.stdout is not None
-    for line in client.stdout:
-        if line.startswith("READY") and proc:
-            t = proc.cpu_times()
-            cpu0 = t.user + t.system
-            if profile:
-                subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-d", "8", "-p",
-                                  str(watch_pid), "-f", "speedscope", "-o", profile, "--nonblocking"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        elif line.startswith("DONE") and proc:
-            t = proc.cpu_times()
-            result["server_cpu_s"] = round(t.user + t.system - cpu0, 2)
-        elif line.startswith("RESULT "):
-            result.update(json.loads(line[7:]))
-    client.wait(120)
-    result["grabs_per_s"] = round(result["grabs"] / result["seconds"]) if result.get("seconds") else None
-    if result.get("server_cpu_s") and result.get("grabs"):
-        result["server_cpu_us_per_grab"] = round(result["server_cpu_s"] / result["grabs"] * 1e6, 1)
+def _per_op(result: dict, key: str, ops: str) -> dict:
+    """Rate and CPU-µs per operation from a role's result."""
+    result[f"{ops}_per_s"] = round(result[ops] / result["seconds"]) if result.get("seconds") else None
+    cpu = result.pop("cpu_s", None)
+    result[key] = round(cpu / result[ops] * 1e6, 1) if cpu and result.get(ops) else None
     return result
 
 
@@ -247,46 +216,30 @@ def main() -> None:
         return
     if args.quick:
         args.grabbers, args.duration = 200, 2
-    redis_proc, redis_url = _start_redis()
+    redis_proc, redis_url = start_redis()
     prefix = f"bench{int(time.time())}:"
     stock = 10_000_000
     results = []
     try:
         _make_sale(redis_url, prefix, "rawsale", stock)
         _make_sale(redis_url, prefix, "bench-sale", stock)
-        redis_pid = redis_proc.pid
-        raw = _run_client(["--role", "raw", "--redis-url", redis_url, "--prefix", prefix,
-                           "--duration", str(args.duration), "--raw-concurrency", str(args.raw_concurrency)], redis_pid)
-        raw["redis_cpu_us_per_grab"] = raw.pop("server_cpu_us_per_grab", None)
-        raw.pop("server_cpu_s", None)
-        results.append(raw)
-        port = _free_port()
-        env = {**os.environ, "LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": prefix,
-               "LIVESERVER_GRAB_USER_RATE": "1000000", "LIVESERVER_GRAB_USER_BURST": "1000000",
-               "LIVESERVER_GRAB_IP_RATE": "1000000", "LIVESERVER_GRAB_IP_BURST": "1000000",
-               "LIVESERVER_CLIENT_MSG_RATE": "100000", "LIVESERVER_CLIENT_MSG_BURST": "100000",
-               "LIVESERVER_LOG_LEVEL": "WARNING"}
-        server = subprocess.Popen([sys.executable, "-m", "liveserver", "serve", "--port", str(port), "--redis-url", redis_url],
-                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, preexec_fn=lambda: _pin(0))
-        try:
-            _wait_port(port, server)
-            results.append(_run_client(["--role", "ws", "--port", str(port), "--grabbers", str(args.grabbers),
-                                        "--duration", str(args.duration), "--per-grabber-rate",
-                                        str(args.per_grabber_rate)], server.pid, args.profile))
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        results.append(_per_op(run_role(__file__, ["--role", "raw", "--redis-url", redis_url, "--prefix", prefix,
+                                                   "--duration", str(args.duration), "--raw-concurrency",
+                                                   str(args.raw_concurrency)], redis_proc.pid),
+                               "redis_cpu_us_per_grab", "grabs"))
+        unlimited = {"grab_user_rate": 1e6, "grab_user_burst": 1e6, "grab_ip_rate": 1e6, "grab_ip_burst": 1e6,
+                     "client_msg_rate": 1e5, "client_msg_burst": 1e5}
+        with liveserver(redis_url, prefix, **{k: str(int(v)) for k, v in unlimited.items()}) as (port, server):
+            results.append(_per_op(run_role(__file__, ["--role", "ws", "--port", str(port), "--grabbers",
+                                                       str(args.grabbers), "--duration", str(args.duration),
+                                                       "--per-grabber-rate", str(args.per_grabber_rate)],
+                                            server.pid, args.profile), "server_cpu_us_per_grab", "grabs"))
     finally:
         redis_proc.terminate()
         redis_proc.wait()
     cols = ["target", "concurrency", "grabs", "grabs_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_grab",
             "redis_cpu_us_per_grab"]
-    print(" | ".join(cols))
-    for r in results:
-        print(" | ".join(str(r.get(c)) for c in cols))
+    print_table(cols, results)
     if results[0].get("grabs_per_s") and results[1].get("grabs_per_s"):
         print(f"ratio: liveserver end to end = {results[1]['grabs_per_s'] / results[0]['grabs_per_s']:.2f}x "
               "the raw unpipelined script rate")

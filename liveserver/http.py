@@ -16,10 +16,10 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from .auth import Principal, Role, bearer_token, verify_token
-from .errors import ApiError, BadRequest, RateLimited
+from .errors import ApiError, BadRequest, Forbidden, RateLimited
 from .keys import NODE
 
-__all__ = ["error_middleware", "json_response", "principal", "read_json", "writer_principal"]
+__all__ = ["error_middleware", "json_response", "principal", "read_json", "require_admin", "writer_principal"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,14 @@ def principal(request: web.Request) -> Principal:
         cached = verify_token(bearer_token(request.headers.get("Authorization")), request.app[NODE].settings.secret)
         request[_PRINCIPAL] = cached
     return cached
+
+
+def require_admin(request: web.Request, what: str) -> Principal:
+    """The caller, if an admin (403 otherwise); ``what`` names the guarded thing in the error."""
+    who = principal(request)
+    if who.role is not Role.ADMIN:
+        raise Forbidden(f"only an admin may read or change {what}")
+    return who
 
 
 async def writer_principal(request: web.Request) -> Principal:

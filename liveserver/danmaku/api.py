@@ -7,9 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..auth import Role
-from ..errors import Forbidden
-from ..http import json_response, principal, read_json, writer_principal
+from ..http import json_response, principal, read_json, require_admin, writer_principal
 from ..keys import NODE
 from ..wire import Danmaku, Like
 
@@ -94,26 +92,21 @@ async def patch_room_words(request: web.Request) -> web.Response:
     return json_response({"words": words})
 
 
-def _admin(request: web.Request) -> None:
-    if principal(request).role is not Role.ADMIN:
-        raise Forbidden("only an admin may read or change the global banned words")
-
-
 @routes.get("/api/v1/banned-words")
 async def get_global_words(request: web.Request) -> web.Response:
-    _admin(request)
+    require_admin(request, "the global banned words")
     return json_response({"words": await request.app[NODE].danmaku.global_words()})
 
 
 @routes.put("/api/v1/banned-words")
 async def put_global_words(request: web.Request) -> web.Response:
-    _admin(request)
+    require_admin(request, "the global banned words")
     words = await request.app[NODE].danmaku.change_global_words(await read_json(request), replace=True)
     return json_response({"words": words})
 
 
 @routes.patch("/api/v1/banned-words")
 async def patch_global_words(request: web.Request) -> web.Response:
-    _admin(request)
+    require_admin(request, "the global banned words")
     words = await request.app[NODE].danmaku.change_global_words(await read_json(request), replace=False)
     return json_response({"words": words})

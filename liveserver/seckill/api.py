@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..auth import Principal, Role
 from ..errors import Forbidden, Invalid
-from ..http import json_response, principal, read_json, writer_principal
+from ..http import json_response, principal, read_json, require_admin, writer_principal
 from ..keys import NODE
 from ..wire import MAX_REQ_ID, Claim, Grab
 
@@ -164,20 +164,15 @@ async def cancel_order(request: web.Request) -> web.Response:
 # -- HTTP: the blocklist ---------------------------------------------------------------------------
 
 
-def _admin(request: web.Request) -> None:
-    if principal(request).role is not Role.ADMIN:
-        raise Forbidden("only an admin may read or change the blocklist")
-
-
 @routes.get("/api/v1/blocklist")
 async def get_blocklist(request: web.Request) -> web.Response:
-    _admin(request)
+    require_admin(request, "the blocklist")
     node = request.app[NODE]
     return json_response({"users": sorted(await node.redis.smembers(node.keys.blocklist))})
 
 
 @routes.patch("/api/v1/blocklist")
 async def patch_blocklist(request: web.Request) -> web.Response:
-    _admin(request)
+    require_admin(request, "the blocklist")
     node = request.app[NODE]
     return json_response({"users": await node.seckill.change_blocklist(await read_json(request))})

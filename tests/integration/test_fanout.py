@@ -7,7 +7,7 @@ import socket
 
 from liveserver.sdk import JSON, MSGPACK, HostClient, ViewerClient
 
-from .conftest import RunningNode, StartNode, join, token
+from .conftest import StartNode, join, token
 
 
 async def test_two_nodes_share_a_room(start_node: StartNode, live_room: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 import uuid
 from typing import Any
 
@@ -15,7 +14,7 @@ from redis.asyncio import Redis
 
 from liveserver.sdk import ApiError, HostClient, ViewerClient
 
-from ..conftest import SECRET, start_redis
+from ..conftest import start_redis
 from .conftest import RunningNode, StartNode, join, token
 
 FAST = {"grab_user_rate": 1000.0, "grab_user_burst": 1000, "grab_ip_rate": 100000.0, "grab_ip_burst": 100000,
