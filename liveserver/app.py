@@ -16,6 +16,7 @@ from aiohttp import web
 
 from . import api
 from .danmaku import api as danmaku_api
+from .metrics import api as metrics_api
 from .seckill import api as seckill_api
 from .gateway import websocket_handler
 from .http import error_middleware
@@ -63,4 +64,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(rooms_api.routes)
     app.router.add_routes(danmaku_api.routes)
     app.router.add_routes(seckill_api.routes)
+    app.router.add_routes(metrics_api.routes)
     return app

@@ -24,7 +24,9 @@ from .seckill.scheduler import DropScheduler
 from .seckill.service import SeckillService
 from .gateway import Command, Session
 from .hub import Hub, QueueLimits
+from .metrics import api as metrics_api
 from .metrics.prom import Metrics
+from .metrics.room import RoomMetrics
 from .redisio import Keyspace, RedisClient, Scripts, connect, connect_pubsub
 from .rooms.presence import Presence
 from .rooms.service import RoomService
@@ -90,11 +92,14 @@ class Node:
             redis, self.scripts, self.keys, self.clock, self.seckill, self.packets, self.node_id,
             schedule_s=settings.schedule_interval_s, sweep_s=settings.sweep_interval_s,
         )
+        self.room_metrics = RoomMetrics(redis, self.keys, self.hub, self.clock, self.presence.online_cache, self.node_id)
         self.metrics = Metrics(self)
         self.draining = False
         self.sessions: set[Session] = set()  # WebSocket sessions on this process, welcomed or not
         #: client command handlers by message class (danmaku, grabs and claims register here)
-        self.commands: dict[type, Command] = {**danmaku_api.commands, **seckill_api.commands}
+        self.commands: dict[type, Command] = {
+            **danmaku_api.commands, **seckill_api.commands, **metrics_api.commands
+        }
         #: broker messages the node handles itself instead of fanning them out as they are
         self._handlers: dict[str, Any] = {
             "_dm": self.fanout.on_item,
@@ -127,6 +132,8 @@ class Node:
         self._spawn(self.likes.run(), "likes")
         self._spawn(self.scheduler.run_schedule(), "drop-schedule")
         self._spawn(self.scheduler.run_sweeper(), "deadline-sweeper")
+        self._spawn(self.room_metrics.run(self.presence.online), "room-metrics")
+        self._spawn(self.room_metrics.consume_orders(), "order-metrics")
         self._spawn(self._clock_loop(), "clock")
         log.info("node %s up (clock offset to Redis %.1f ms)", self.node_id, self.clock.offset_ms)
 

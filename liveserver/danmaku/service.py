@@ -168,7 +168,7 @@ class DanmakuService:
         res = await self._scripts.danmaku_send(
             keys=[
                 k.meta, k.mutes, k.user_rate(who.user), k.user_slow(who.user), k.room_rate, k.seq, k.history,
-                k.danmaku_req(who.user, req_id) if req_id else "",
+                k.danmaku_req(who.user, req_id) if req_id else "", k.metric("s:danmaku"),
             ],
             args=[
                 who.user, who.name, text, 1 if is_host else 0, 1 if is_host else 0,

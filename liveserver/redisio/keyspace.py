@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 __all__ = ["DropKeys", "Keyspace", "PacketKeys", "RoomKeys", "NODE_SET_TTL_MS"]
 
+#: The fixed live-metrics keys of a room (RoomKeys.metric), expired with the room.
+METRIC_KEYS = ("uv", "pv", "watch_ms", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",
+               "order_uv", "buyer_uv", "s:online", "s:enter", "s:leave", "s:gmv_cents", "s:order_count", "s:danmaku")
+
 #: A reaped node's per-room member set is kept this long, so that a node that
 #: was only paused can revive its members; then it goes.
 NODE_SET_TTL_MS = 10 * 60 * 1000
@@ -118,10 +122,21 @@ class RoomKeys:
         """SET: the room's red packets that have not expired."""
         return f"{self.tag}:packets"
 
+    def metric(self, name: str) -> str:
+        """A live-metrics key: ``uv``/``exposure_uv``/... (HyperLogLog), ``pv``, ``watch_ms``,
+        ``counts`` (HASH), ``peak`` (ZSET, one member), ``products`` (SET), ``s:<series>`` (HASH
+        epoch minute -> value)."""
+        return f"{self.tag}:m:{name}"
+
+    def product_metric(self, product_id: str, name: str) -> str:
+        """A product's HyperLogLog (``exposure_uv``, ``click_uv``) in the room's slot."""
+        return f"{self.tag}:m:p:{product_id}:{name}"
+
     def all_static(self) -> list[str]:
         """The room keys that expire with it after it ends."""
         return [self.meta, self.products, self.nodes, self.online, self.banned, self.mutes, self.seq,
-                self.history, self.words, self.likes, self.thinned, self.drops, self.packets]
+                self.history, self.words, self.likes, self.thinned, self.drops, self.packets,
+                *(self.metric(n) for n in METRIC_KEYS)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -386,13 +386,16 @@ async def test_redis_restart_with_aof_mid_sale(start_node: StartNode, key_prefix
     sid = sale["sale_id"]
     buyers = [HostClient(node.base_url, token(f"a{i}")) for i in range(300)]
     retried = 0
+    answered = 0
 
     async def grab_until_answered(b: HostClient, i: int) -> dict[str, Any]:
-        nonlocal retried
+        nonlocal retried, answered
         await asyncio.sleep(0.002 * i)
         for _ in range(200):
             try:
-                return await b.grab(sid, f"req-{i}")
+                result = await b.grab(sid, f"req-{i}")
+                answered += 1
+                return result
             except (ApiError, OSError) as e:
                 if isinstance(e, ApiError) and e.status != 503:
                     raise
@@ -402,11 +405,14 @@ async def test_redis_restart_with_aof_mid_sale(start_node: StartNode, key_prefix
 
     task = asyncio.gather(*(grab_until_answered(b, i) for i, b in enumerate(buyers)))
     await asyncio.sleep(0.25)
+    answered_before = answered
     redis_proc.stop()  # SIGTERM: Redis writes the AOF and exits
     await asyncio.sleep(0.3)
     redis_proc.start()
     answers = await task
-    assert retried > 0, "the outage fell outside the grab storm"
+    # the outage fell inside the storm; the server's own retries (redis-py, idempotent scripts)
+    # usually absorb it, and clients retry with the same req_id when they do not
+    assert 0 < answered_before < len(buyers), (answered_before, retried)
     won = [a["order_id"] for a in answers if a["ok"]]
     assert len(won) == 150 == len(set(won))
     assert all(a["reason"] == "sold_out" for a in answers if not a["ok"])

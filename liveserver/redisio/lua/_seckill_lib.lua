@@ -45,7 +45,7 @@ end
 -- Append an order's new state to the order stream (for the downstream order service).
 local function log_order(stream, o, now)
   redis.call('XADD', stream, 'MAXLEN', '~', 1000000, '*', 'order_id', o.order_id, 'sale_id', o.sale_id,
-    'room_id', o.room_id, 'user', o.user, 'status', o.status, 'qty', o.qty,
+    'room_id', o.room_id, 'product_id', o.product_id or '', 'user', o.user, 'status', o.status, 'qty', o.qty,
     'price_cents', o.price_cents, 'at_ms', now)
 end
 

@@ -5,6 +5,7 @@
 -- KEYS[3] user GCRA cell       KEYS[4] user slow-mode cell
 -- KEYS[5] room GCRA cell       KEYS[6] seq counter
 -- KEYS[7] history stream       KEYS[8] req_id dedup key ('' when no req_id)
+-- KEYS[9] the room's per-minute danmaku series (HASH epoch minute -> count)
 -- ARGV[1] user  ARGV[2] name  ARGV[3] text  ARGV[4] prio (0 viewer, 1 host)
 -- ARGV[5] exempt from limits (1 for the room's host and admins)
 -- ARGV[6] user rate/s  ARGV[7] user burst  ARGV[8] room rate/s  ARGV[9] room burst
@@ -61,6 +62,7 @@ if ARGV[5] ~= '1' then
 end
 
 local seq = redis.call('INCR', KEYS[6])
+redis.call('HINCRBY', KEYS[9], math.floor(now / 60000), 1)
 local prio = tonumber(ARGV[4])
 redis.call('XADD', KEYS[7], 'MAXLEN', tonumber(ARGV[10]), seq .. '-0',
   'u', ARGV[1], 'n', ARGV[2], 't', ARGV[3], 'ts', now, 'p', prio)

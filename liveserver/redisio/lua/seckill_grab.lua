@@ -63,7 +63,7 @@ for i = 1, n do
         local seq = redis.call('HINCRBY', keys.meta, 'seq', 1)
         oid = d.id .. '.' .. seq
         exp = now + d.pay_ms
-        local o = {order_id = oid, sale_id = d.id, room_id = d.room, user = user, status = 'pending',
+        local o = {order_id = oid, sale_id = d.id, room_id = d.room, product_id = d.product, user = user, status = 'pending',
           price_cents = d.price, qty = 1, created_ms = now, expires_at_ms = exp}
         redis.call('HSET', keys.orders, oid, cjson.encode(o))
         redis.call('ZADD', keys.deadlines, exp, oid)

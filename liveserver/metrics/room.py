@@ -1,0 +1,222 @@
+"""Live conversion metrics of a room: counted in Redis, read as the contract's body.
+
+Where each number comes from:
+
+- ``uv``: a HyperLogLog of users who entered (PFADD on each user's entry through a
+  node); ``pv``: entries; ``online`` and ``peak_online``: presence.
+- watch time: every node adds, once a second, the users it holds x the time
+  since its last tick, so a node that dies simply stops adding (the time is
+  bounded by its heartbeats).
+- ``exposure``/``click``/``cart``: HyperLogLogs per room and per product, from
+  the viewers' funnel events.
+- orders and GMV: read from the order stream by a consumer group (each entry
+  counted by one node): ``pending`` entries count orders, ``paid`` ones buyers
+  and GMV (paid orders only).
+- ``danmaku``: the room's danmaku seq; ``likes``: the like total.
+
+Distinct counts are HyperLogLogs (about 0.8 % standard error); counts and money
+are exact.  Series are per epoch minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from ..hub import Hub
+from ..redisio import Keyspace
+from .ratios import ratios
+
+__all__ = ["RoomMetrics"]
+
+log = logging.getLogger(__name__)
+
+SERIES = ("online", "enter", "leave", "gmv_cents", "order_count", "danmaku")
+GROUP = "metrics"
+
+
+def _minute(ms: int) -> int:
+    return ms // 60_000
+
+
+class RoomMetrics:
+    def __init__(self, redis: Any, keyspace: Keyspace, hub: Hub, clock: Any, online: Any, node_id: str) -> None:
+        self._redis = redis
+        self._keys = keyspace
+        self._hub = hub
+        self._clock = clock
+        self._online = online  # Presence.online_cache
+        self._node_id = node_id
+        self._last_tick = time.monotonic()
+        self.pushed = 0
+
+    # -- counting ------------------------------------------------------------------------
+
+    async def entered(self, room: str, user: str) -> None:
+        k = self._keys.room(room)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.pfadd(k.metric("uv"), user)
+        pipe.incr(k.metric("pv"))
+        pipe.hincrby(k.metric("s:enter"), _minute(self._clock.now_ms()), 1)
+        await pipe.execute()
+
+    async def left(self, room: str) -> None:
+        await self._redis.hincrby(self._keys.room(room).metric("s:leave"), _minute(self._clock.now_ms()), 1)
+
+    async def funnel(self, room: str, user: str, kind: str, product_id: str) -> None:
+        """``exposure``, ``click`` or ``cart`` of a product by a viewer."""
+        k = self._keys.room(room)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.pfadd(k.metric(f"{kind}_uv"), user)
+        pipe.pfadd(k.product_metric(product_id, f"{kind}_uv"), user)
+        pipe.hincrby(k.metric("counts"), kind, 1)
+        pipe.sadd(k.metric("products"), product_id)
+        await pipe.execute()
+
+    async def tick(self) -> None:
+        """Once a second: watch time, the online series and peak, for the rooms this node holds."""
+        now = time.monotonic()
+        elapsed_ms = int((now - self._last_tick) * 1000)
+        self._last_tick = now
+        minute = _minute(self._clock.now_ms())
+        rooms = self._hub.rooms()
+        if not rooms:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for room in rooms:
+            k = self._keys.room(room)
+            pipe.incrby(k.metric("watch_ms"), elapsed_ms * len(self._hub.users(room)))
+            online = self._online.get(room)
+            if online is not None:
+                pipe.hset(k.metric("s:online"), minute, online)
+                pipe.zadd(k.metric("peak"), {"peak": online}, gt=True)
+        await pipe.execute()
+
+    async def consume_orders(self) -> None:
+        """Read the order stream as one consumer of the ``metrics`` group (forever)."""
+        stream = self._keys.orders_stream
+        try:
+            await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        while True:
+            try:
+                batches = await self._redis.xreadgroup(GROUP, self._node_id, {stream: ">"}, count=500, block=1000)
+            except (RedisError, OSError) as exc:
+                log.warning("order stream read failed: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            for _, entries in batches or []:
+                if entries:
+                    await self._count_orders(entries)
+                    await self._redis.xack(stream, GROUP, *[eid for eid, _ in entries])
+
+    async def _count_orders(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for _, f in entries:
+            k = self._keys.room(f["room_id"])
+            minute = _minute(int(float(f["at_ms"])))
+            product = f.get("product_id") or ""
+            cents = int(f["price_cents"]) * int(f["qty"])
+            if f["status"] == "pending":
+                pipe.hincrby(k.metric("counts"), "order_count", 1)
+                pipe.pfadd(k.metric("order_uv"), f["user"])
+                pipe.hincrby(k.metric("s:order_count"), minute, 1)
+                if product:
+                    pipe.hincrby(k.metric("counts"), f"p:{product}:order_count", 1)
+            elif f["status"] == "paid":
+                pipe.hincrby(k.metric("counts"), "paid_count", 1)
+                pipe.hincrby(k.metric("counts"), "gmv_cents", cents)
+                pipe.pfadd(k.metric("buyer_uv"), f["user"])
+                pipe.hincrby(k.metric("s:gmv_cents"), minute, cents)
+                if product:
+                    pipe.hincrby(k.metric("counts"), f"p:{product}:paid_count", 1)
+                    pipe.hincrby(k.metric("counts"), f"p:{product}:gmv_cents", cents)
+            if product:
+                pipe.sadd(k.metric("products"), product)
+        await pipe.execute()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def body(self, room_id: str, online: int) -> dict[str, Any]:
+        """The contract's ``metrics`` body for ``room_id``."""
+        k = self._keys.room(room_id)
+        pipe = self._redis.pipeline(transaction=False)
+        for name in ("uv", "exposure_uv", "click_uv", "order_uv", "buyer_uv"):
+            pipe.pfcount(k.metric(name))
+        pipe.get(k.metric("pv"))
+        pipe.get(k.metric("watch_ms"))
+        pipe.zscore(k.metric("peak"), "peak")
+        pipe.hgetall(k.metric("counts"))
+        pipe.smembers(k.metric("products"))
+        pipe.get(k.likes)
+        pipe.get(k.seq)
+        pipe.get(k.thinned)
+        pipe.hget(k.meta, "started_ms")
+        for name in SERIES:
+            pipe.hgetall(k.metric(f"s:{name}"))
+        r = await pipe.execute()
+        uv, exposure_uv, click_uv, order_uv, buyer_uv = (int(x) for x in r[:5])
+        pv, watch_ms, peak = int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)
+        counts = {key: int(v) for key, v in r[8].items()}
+        products = sorted(r[9])
+        likes, danmaku, thinned = int(r[10] or 0), int(r[11] or 0), int(r[12] or 0)
+        now = self._clock.now_ms()
+        started = int(r[13]) if r[13] else now
+        first, last = _minute(started), _minute(now)
+        series = {name: [int(h.get(str(m), 0)) for m in range(max(first, last - 239), last + 1)]
+                  for name, h in zip(SERIES, r[14:], strict=True)}
+        c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
+             "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0)}
+        body: dict[str, Any] = {
+            "room_id": room_id, "ts_ms": now, "online": online, "peak_online": max(peak, online),
+            "uv": uv, "pv": pv, "likes": likes, "danmaku": danmaku,
+            "exposure_uv": exposure_uv, "click_uv": click_uv,
+            "order_count": counts.get("order_count", 0), "order_uv": order_uv,
+            "paid_count": counts.get("paid_count", 0), "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0),
+            "danmaku_thinned": thinned, "series_start_minute": max(first, last - 239), **ratios(c),
+        }
+        body["products"] = await self._products(k, products, counts)
+        body["series"] = series
+        return body
+
+    async def _products(self, k: Any, products: list[str], counts: dict[str, int]) -> list[dict[str, Any]]:
+        if not products:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for p in products:
+            pipe.pfcount(k.product_metric(p, "exposure_uv"))
+            pipe.pfcount(k.product_metric(p, "click_uv"))
+        r = await pipe.execute()
+        return [
+            {"product_id": p, "exposure_uv": int(r[2 * i]), "click_uv": int(r[2 * i + 1]),
+             "order_count": counts.get(f"p:{p}:order_count", 0), "paid_count": counts.get(f"p:{p}:paid_count", 0),
+             "gmv_cents": counts.get(f"p:{p}:gmv_cents", 0)}
+            for i, p in enumerate(products)
+        ]
+
+    # -- the push ------------------------------------------------------------------------------
+
+    async def push(self, online_of: Any) -> None:
+        """Send ``metrics`` to the hosts connected to this node, once per room."""
+        for room in self._hub.rooms():
+            if any(c.is_host for c in self._hub.room_connections(room)):
+                body = await self.body(room, await online_of(room))
+                self._hub.deliver(room, {"type": "metrics", **body}, hosts_only=True)
+                self.pushed += 1
+
+    async def run(self, online_of: Any) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.tick()
+                await self.push(online_of)
+            except (RedisError, OSError) as exc:
+                log.warning("metrics tick failed: %s", exc)
+            except Exception:
+                log.exception("metrics tick failed")
