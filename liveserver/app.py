@@ -16,14 +16,14 @@ from aiohttp import web
 
 from . import api
 from .danmaku import api as danmaku_api
-from .metrics import api as metrics_api
-from .seckill import api as seckill_api
 from .gateway import websocket_handler
 from .http import error_middleware
 from .keys import NODE, SETTINGS
+from .metrics import api as metrics_api
 from .node import Node
 from .redisio import check_reachable, describe_url
 from .rooms import api as rooms_api
+from .seckill import api as seckill_api
 from .settings import Settings
 
 __all__ = ["create_app"]

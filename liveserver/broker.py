@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .redisio.keyspace import Keyspace
+from .tasks import reraise_if_cancelling
 from .wire import encode_msgpack
 
 __all__ = ["Broker"]
@@ -148,12 +149,14 @@ class Broker:
         pubsub = self._pubsub
         backoff = 0.05
         while True:
+            reraise_if_cancelling()
             try:
                 msg = await pubsub.get_message(timeout=1.0)
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 self.errors += 1
                 log.warning("broker connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(backoff)

@@ -18,10 +18,6 @@ from .danmaku import api as danmaku_api
 from .danmaku.fanout import DanmakuFanout
 from .danmaku.likes import Likes
 from .danmaku.service import DanmakuService
-from .seckill import api as seckill_api
-from .seckill.packets import RedPacketService
-from .seckill.scheduler import DropScheduler
-from .seckill.service import SeckillService
 from .gateway import Command, Session
 from .hub import Hub, QueueLimits
 from .metrics import api as metrics_api
@@ -30,7 +26,12 @@ from .metrics.room import RoomMetrics
 from .redisio import Keyspace, RedisClient, Scripts, connect, connect_pubsub
 from .rooms.presence import Presence
 from .rooms.service import RoomService
+from .seckill import api as seckill_api
+from .seckill.packets import RedPacketService
+from .seckill.scheduler import DropScheduler
+from .seckill.service import SeckillService
 from .settings import Settings
+from .tasks import reraise_if_cancelling
 from .wire import CloseCode
 
 __all__ = ["Node"]
@@ -147,9 +148,12 @@ class Node:
 
     async def _clock_loop(self) -> None:
         while True:
+            reraise_if_cancelling()
             await asyncio.sleep(30)
-            with contextlib.suppress(Exception):
+            try:
                 await self.clock.sync(self.redis)
+            except Exception:  # the last offset stays until the next sync
+                reraise_if_cancelling()
 
     async def drain(self) -> None:
         """Close every WebSocket with 1012 (after the command in hand and what is queued)

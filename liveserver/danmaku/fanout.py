@@ -182,7 +182,7 @@ class DanmakuFanout:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._tick_s)
-            self.flush()
+            self.flush()  # no await inside: a cancellation always lands in the sleep
 
     def flush(self) -> None:
         for room in list(self._feeds):

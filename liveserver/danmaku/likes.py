@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from ..hub import Hub
 from ..redisio import Keyspace
+from ..tasks import reraise_if_cancelling
 from .fanout import DanmakuFanout
 
 __all__ = ["Likes"]
@@ -70,8 +71,10 @@ class Likes:
 
     async def run(self) -> None:
         while True:
+            reraise_if_cancelling()
             await asyncio.sleep(self._push_s)
             try:
                 await self.flush()
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.warning("likes flush failed: %s", exc)

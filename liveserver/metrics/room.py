@@ -29,6 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..hub import Hub
 from ..redisio import Keyspace
+from ..tasks import reraise_if_cancelling
 from .ratios import ratios
 
 __all__ = ["RoomMetrics"]
@@ -105,9 +106,11 @@ class RoomMetrics:
             if "BUSYGROUP" not in str(exc):
                 raise
         while True:
+            reraise_if_cancelling()
             try:
                 batches = await self._redis.xreadgroup(GROUP, self._node_id, {stream: ">"}, count=500, block=1000)
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.warning("order stream read failed: %s", exc)
                 await asyncio.sleep(1)
                 continue
@@ -212,11 +215,14 @@ class RoomMetrics:
 
     async def run(self, online_of: Any) -> None:
         while True:
+            reraise_if_cancelling()
             await asyncio.sleep(1.0)
             try:
                 await self.tick()
                 await self.push(online_of)
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.warning("metrics tick failed: %s", exc)
             except Exception:
+                reraise_if_cancelling()
                 log.exception("metrics tick failed")

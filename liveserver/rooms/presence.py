@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from ..redisio import Keyspace, Scripts
 from ..redisio.keyspace import NODE_SET_TTL_MS
+from ..tasks import reraise_if_cancelling
 
 __all__ = ["Presence"]
 
@@ -193,15 +194,18 @@ class Presence:
         every ``push_s`` per room; retry failed joins and leaves."""
         loop = asyncio.get_running_loop()
         while True:
+            reraise_if_cancelling()
             await asyncio.sleep(self._beat_s)
             try:
                 if self._dirty:
                     await self.retry_dirty()
                 counts = await self.beat(rooms())
             except _REDIS_DOWN as exc:
+                reraise_if_cancelling()
                 log.warning("presence heartbeat failed: %s", exc)
                 continue
             except Exception:  # a bug must not stop the heartbeat: other nodes would reap this one
+                reraise_if_cancelling()
                 log.exception("presence heartbeat failed")
                 continue
             now = loop.time()

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..redisio import Keyspace, Scripts
+from ..tasks import reraise_if_cancelling
 from .packets import RedPacketService
 from .service import SeckillService
 
@@ -98,12 +99,15 @@ class DropScheduler:
 
     async def _loop(self, period: float, step: Any, name: str) -> None:
         while True:
+            reraise_if_cancelling()
             await asyncio.sleep(period)
             try:
                 await step()
             except (RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.warning("%s failed: %s", name, exc)
             except Exception:  # a bug must not stop announcements or deadlines for good
+                reraise_if_cancelling()
                 log.exception("%s failed", name)
 
     async def run_schedule(self) -> None:

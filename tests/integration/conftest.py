@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +48,17 @@ class RunningNode:
 StartNode = Callable[..., Awaitable[RunningNode]]
 
 
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits, innermost last (Task.print_stack shows only the top)."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return chain
+
+
 @pytest.fixture
 def key_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"
@@ -77,15 +87,18 @@ async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
 
     yield start
     for node in reversed(running):
-        try:
-            await asyncio.wait_for(node.stop(), 30)
-        except asyncio.TimeoutError:
+        stopping = asyncio.ensure_future(node.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=15)
+        if not done:  # dump every task where it waits, then give up on this node
             stacks = []
             for task in asyncio.all_tasks():
-                buf = io.StringIO()
-                task.print_stack(file=buf)
-                stacks.append(buf.getvalue())
-            pytest.fail("a node did not stop within 30 s; tasks:\n" + "\n".join(stacks))
+                stacks.append(f"{task.get_name()}: {' <- '.join(_await_chain(task.get_coro()))}")
+            own = [f"{t.get_name()} done={t.done()} cancelling={t.cancelling()}: "
+                   f"{' <- '.join(_await_chain(t.get_coro()))}" for t in node.node._tasks]  # noqa: SLF001
+            stacks.append("the stuck node's tasks:\n" + "\n".join(own))
+            stopping.cancel()
+            pytest.fail("a node did not stop within 15 s; tasks:\n" + "\n".join(stacks))
+        stopping.result()
 
 
 @pytest.fixture
