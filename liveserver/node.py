@@ -21,6 +21,7 @@ from .danmaku.service import DanmakuService
 from .gateway import Command, Session
 from .hub import Hub, QueueLimits
 from .metrics import api as metrics_api
+from .metrics.alerts import AlertRules
 from .metrics.prom import Metrics
 from .metrics.room import RoomMetrics
 from .redisio import Keyspace, RedisClient, Scripts, connect, connect_pubsub
@@ -93,7 +94,10 @@ class Node:
             redis, self.scripts, self.keys, self.clock, self.seckill, self.packets, self.node_id,
             schedule_s=settings.schedule_interval_s, sweep_s=settings.sweep_interval_s,
         )
-        self.room_metrics = RoomMetrics(redis, self.keys, self.hub, self.clock, self.presence.online_cache, self.node_id)
+        self.room_metrics = RoomMetrics(
+            redis, self.keys, self.hub, self.clock, self.presence.online_cache, self.node_id,
+            rules=AlertRules.from_settings(settings), drops_of=self.seckill.history,
+        )
         self.metrics = Metrics(self)
         self.draining = False
         self.sessions: set[Session] = set()  # WebSocket sessions on this process, welcomed or not

@@ -111,6 +111,18 @@ class Settings:
     sweep_interval_s: float = 0.2  # payment deadlines are enforced this often
     schedule_interval_s: float = 0.05  # start and end announcements fire this soon after their time
 
+    # Alerts to the host (metrics/alerts.py)
+    alert_online_drop_pct: float = 20.0  # online down this many % below its peak of the window
+    alert_online_window_s: float = 60.0
+    alert_online_min: int = 20  # rooms whose recent peak is smaller are not judged
+    alert_no_paid_s: float = 300.0  # no paid order this long while a flash sale is live
+    alert_low_stock: int = 10  # a live sale with fewer left than this
+    alert_unpaid_min: int = 20  # at least this many orders waiting for payment ...
+    alert_unpaid_ratio: float = 0.5  # ... and at least this share of the orders taken
+
+    # Pages: the host dashboard and the viewer page under /app/ (static files; they need a token)
+    serve_pages: bool = True
+
     # HTTP
     http_write_rate: float = 20.0  # mutating requests per second per user (token bucket in Redis)
     http_write_burst: int = 40

@@ -34,3 +34,23 @@ def ratios(c: dict[str, int]) -> dict[str, Any]:
         "gpm_cents": c["gmv_cents"] * 1000 // pv if pv else 0,
         "uv_value_cents": c["gmv_cents"] // uv if uv else 0,
     }
+
+
+#: Series summed over a window; ``online`` is a level, so its window value is the mean of its minutes.
+_LEVELS = ("online",)
+
+
+def windows(series: dict[str, list[int]], minutes: int = 5) -> dict[str, Any]:
+    """The last ``minutes`` minutes of each per-minute series (the current minute included)
+    against the ``minutes`` before them, with the relative change (``None`` when there was
+    nothing before to compare with)."""
+
+    def value(name: str, values: list[int]) -> int | float:
+        if name in _LEVELS:
+            return round(sum(values) / len(values), 1) if values else 0
+        return sum(values)
+
+    last = {name: value(name, v[-minutes:]) for name, v in series.items()}
+    prev = {name: value(name, v[-2 * minutes:-minutes]) for name, v in series.items()}
+    change = {name: round((last[name] - prev[name]) / prev[name], 4) if prev[name] else None for name in series}
+    return {"minutes": minutes, "last": last, "previous": prev, "change": change}

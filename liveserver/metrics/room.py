@@ -13,6 +13,12 @@ Where each number comes from:
   counted by one node): ``pending`` entries count orders, ``paid`` ones buyers
   and GMV (paid orders only).
 - ``danmaku``: the room's danmaku seq; ``likes``: the like total.
+- markers on the series: pins and red packets are logged when they happen (a
+  zset per room); flash-sale starts, sell-outs and ends come from the drops
+  themselves (every drop the room ever had is kept in a set).
+- alerts: judged at each push by :mod:`.alerts` on this node, which keeps the
+  room's recent online samples; ``alert`` messages go to the hosts when one
+  fires or clears, and the body lists those firing.
 
 Distinct counts are HyperLogLogs (about 0.8 % standard error); counts and money
 are exact.  Series are per epoch minute.
@@ -21,16 +27,20 @@ are exact.  Series are per epoch minute.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
 from ..hub import Hub
 from ..redisio import Keyspace
+from ..seckill.service import Drop
 from ..tasks import reraise_if_cancelling
-from .ratios import ratios
+from .alerts import AlertRules, AlertTracker, SaleState, evaluate
+from .ratios import ratios, windows
 
 __all__ = ["RoomMetrics"]
 
@@ -38,22 +48,45 @@ log = logging.getLogger(__name__)
 
 SERIES = ("online", "enter", "leave", "gmv_cents", "order_count", "danmaku")
 GROUP = "metrics"
+SERIES_MINUTES = 240  # the series cover the last four hours of the room at most
 
 
 def _minute(ms: int) -> int:
     return ms // 60_000
 
 
+def _sale_markers(drops: list[Drop], now: int) -> list[dict[str, Any]]:
+    """Start, sell-out and end of each flash sale or coupon, as series markers (pure)."""
+    out = []
+    for d in drops:
+        ref = {"sale_id" if d.kind == "sale" else "coupon_id": d.id, "product_id": d.product}
+        prefix = "sale" if d.kind == "sale" else "coupon"
+        if d.starts <= now:
+            out.append({"kind": f"{prefix}_start", "at_ms": d.starts, **ref})
+        if d.sold_out_ms:
+            out.append({"kind": "sold_out", "at_ms": d.sold_out_ms, **ref})
+        if d.status(now) == "ended":
+            out.append({"kind": f"{prefix}_end", "at_ms": min(d.ends, now), **ref})
+    return out
+
+
 class RoomMetrics:
-    def __init__(self, redis: Any, keyspace: Keyspace, hub: Hub, clock: Any, online: Any, node_id: str) -> None:
+    def __init__(
+        self, redis: Any, keyspace: Keyspace, hub: Hub, clock: Any, online: Any, node_id: str, *,
+        rules: AlertRules, drops_of: Callable[[str], Awaitable[list[Drop]]],
+    ) -> None:
         self._redis = redis
         self._keys = keyspace
         self._hub = hub
         self._clock = clock
         self._online = online  # Presence.online_cache
         self._node_id = node_id
+        self._rules = rules
+        self._drops_of = drops_of  # SeckillService.history
+        self._alerts: dict[str, AlertTracker] = {}  # rooms whose hosts this node pushes to
         self._last_tick = time.monotonic()
         self.pushed = 0
+        self.alerts_sent = 0
 
     # -- counting ------------------------------------------------------------------------
 
@@ -137,6 +170,7 @@ class RoomMetrics:
                 pipe.hincrby(k.metric("counts"), "gmv_cents", cents)
                 pipe.pfadd(k.metric("buyer_uv"), f["user"])
                 pipe.hincrby(k.metric("s:gmv_cents"), minute, cents)
+                pipe.zadd(k.metric("peak"), {"last_paid": int(float(f["at_ms"]))}, gt=True)
                 if product:
                     pipe.hincrby(k.metric("counts"), f"p:{product}:paid_count", 1)
                     pipe.hincrby(k.metric("counts"), f"p:{product}:gmv_cents", cents)
@@ -147,7 +181,8 @@ class RoomMetrics:
     # -- reading -----------------------------------------------------------------------------
 
     async def body(self, room_id: str, online: int) -> dict[str, Any]:
-        """The contract's ``metrics`` body for ``room_id``."""
+        """The contract's ``metrics`` body for ``room_id``, with the windows, the markers, the
+        room's drops and the alerts firing (as this node last judged them)."""
         k = self._keys.room(room_id)
         pipe = self._redis.pipeline(transaction=False)
         for name in ("uv", "exposure_uv", "click_uv", "order_uv", "buyer_uv"):
@@ -161,19 +196,22 @@ class RoomMetrics:
         pipe.get(k.seq)
         pipe.get(k.thinned)
         pipe.hget(k.meta, "started_ms")
+        pipe.hgetall(k.products)
+        pipe.zrange(k.metric("markers"), 0, -1)
         for name in SERIES:
             pipe.hgetall(k.metric(f"s:{name}"))
         r = await pipe.execute()
+        drops = await self._drops_of(room_id)
         uv, exposure_uv, click_uv, order_uv, buyer_uv = (int(x) for x in r[:5])
         pv, watch_ms, peak = int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)
         counts = {key: int(v) for key, v in r[8].items()}
-        products = sorted(r[9])
         likes, danmaku, thinned = int(r[10] or 0), int(r[11] or 0), int(r[12] or 0)
+        catalog = {p: json.loads(raw) for p, raw in r[14].items()}
         now = self._clock.now_ms()
         started = int(r[13]) if r[13] else now
-        first, last = _minute(started), _minute(now)
-        series = {name: [int(h.get(str(m), 0)) for m in range(max(first, last - 239), last + 1)]
-                  for name, h in zip(SERIES, r[14:], strict=True)}
+        first = max(_minute(started), _minute(now) - SERIES_MINUTES + 1)
+        series = {name: [int(h.get(str(m), 0)) for m in range(first, _minute(now) + 1)]
+                  for name, h in zip(SERIES, r[16:], strict=True)}
         c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
              "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0)}
         body: dict[str, Any] = {
@@ -182,13 +220,34 @@ class RoomMetrics:
             "exposure_uv": exposure_uv, "click_uv": click_uv,
             "order_count": counts.get("order_count", 0), "order_uv": order_uv,
             "paid_count": counts.get("paid_count", 0), "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0),
-            "danmaku_thinned": thinned, "series_start_minute": max(first, last - 239), **ratios(c),
+            "danmaku_thinned": thinned, "series_start_minute": first, **ratios(c),
         }
-        body["products"] = await self._products(k, products, counts)
+        body["products"] = await self._products(k, sorted(set(r[9]) | set(catalog)), counts, catalog, drops)
         body["series"] = series
+        body["windows"] = windows(series)
+        body["markers"] = self._markers(r[15], drops, first * 60_000, now)
+        body["drops"] = [{"kind": d.kind, **d.public(now)} for d in drops]
+        tracker = self._alerts.get(room_id)
+        body["alerts"] = tracker.firing() if tracker else []
         return body
 
-    async def _products(self, k: Any, products: list[str], counts: dict[str, int]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _markers(logged: list[str], drops: list[Drop], since_ms: int, now: int) -> list[dict[str, Any]]:
+        """Events on the series, oldest first: pins and red packets (logged), and the drops'
+        starts, sell-outs and ends.  Each has ``kind``, ``at_ms`` and ``minute``."""
+        events = []
+        for raw in logged:
+            event = json.loads(raw)
+            event["at_ms"] = event.pop("at")
+            events.append(event)
+        events += _sale_markers(drops, now)
+        marks = [e for e in events if since_ms <= e["at_ms"] <= now]
+        for e in marks:
+            e["minute"] = _minute(e["at_ms"])
+        return sorted(marks, key=lambda e: (e["at_ms"], e["kind"]))
+
+    async def _products(self, k: Any, products: list[str], counts: dict[str, int], catalog: dict[str, Any],
+                        drops: list[Drop]) -> list[dict[str, Any]]:
         if not products:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -196,22 +255,48 @@ class RoomMetrics:
             pipe.pfcount(k.product_metric(p, "exposure_uv"))
             pipe.pfcount(k.product_metric(p, "click_uv"))
         r = await pipe.execute()
-        return [
-            {"product_id": p, "exposure_uv": int(r[2 * i]), "click_uv": int(r[2 * i + 1]),
-             "order_count": counts.get(f"p:{p}:order_count", 0), "paid_count": counts.get(f"p:{p}:paid_count", 0),
-             "gmv_cents": counts.get(f"p:{p}:gmv_cents", 0)}
-            for i, p in enumerate(products)
-        ]
+        now = self._clock.now_ms()
+        out = []
+        for i, p in enumerate(products):
+            row = {"product_id": p, "exposure_uv": int(r[2 * i]), "click_uv": int(r[2 * i + 1]),
+                   "order_count": counts.get(f"p:{p}:order_count", 0), "paid_count": counts.get(f"p:{p}:paid_count", 0),
+                   "gmv_cents": counts.get(f"p:{p}:gmv_cents", 0)}
+            if p in catalog:
+                row.update(title=catalog[p].get("title"), price_cents=catalog[p].get("price_cents"))
+            live = [d for d in drops if d.product == p and d.kind == "sale" and d.status(now) in ("live", "countdown")]
+            if live:
+                row["stock_left"] = sum(d.left for d in live)
+            out.append(row)
+        return out
 
-    # -- the push ------------------------------------------------------------------------------
+    # -- alerts and the push -------------------------------------------------------------------
+
+    async def _judge(self, room: str, online: int) -> list[dict[str, Any]]:
+        """Evaluate the alert rules for ``room``; the ``alert`` messages to send."""
+        tracker = self._alerts.setdefault(room, AlertTracker())
+        now = self._clock.now_ms()
+        recent_peak = tracker.online.add(now, online, int(self._rules.online_window_s * 1000))
+        k = self._keys.room(room)
+        last_paid = await self._redis.zscore(k.metric("peak"), "last_paid")
+        sales = [SaleState(d.id, d.product, d.status(now), d.left, d.pending, d.paid, d.starts)
+                 for d in await self._drops_of(room) if d.kind == "sale"]
+        current = evaluate(self._rules, now_ms=now, online=online, recent_peak=recent_peak, sales=sales,
+                           last_paid_ms=int(last_paid or 0))
+        return tracker.update(now, current)
 
     async def push(self, online_of: Any) -> None:
-        """Send ``metrics`` to the hosts connected to this node, once per room."""
-        for room in self._hub.rooms():
-            if any(c.is_host for c in self._hub.room_connections(room)):
-                body = await self.body(room, await online_of(room))
-                self._hub.deliver(room, {"type": "metrics", **body}, hosts_only=True)
-                self.pushed += 1
+        """Send ``metrics`` (and ``alert`` when one fires or clears) to the hosts on this node."""
+        rooms = [r for r in self._hub.rooms() if any(c.is_host for c in self._hub.room_connections(r))]
+        for room in set(self._alerts) - set(rooms):  # no host here any more: judge afresh next time
+            del self._alerts[room]
+        for room in rooms:
+            online = await online_of(room)
+            for event in await self._judge(room, online):
+                self._hub.deliver(room, event, hosts_only=True)
+                self.alerts_sent += 1
+            body = await self.body(room, online)
+            self._hub.deliver(room, {"type": "metrics", **body}, hosts_only=True)
+            self.pushed += 1
 
     async def run(self, online_of: Any) -> None:
         while True:

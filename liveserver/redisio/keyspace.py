@@ -13,7 +13,8 @@ __all__ = ["DropKeys", "Keyspace", "PacketKeys", "RoomKeys", "NODE_SET_TTL_MS"]
 
 #: The fixed live-metrics keys of a room (RoomKeys.metric), expired with the room.
 METRIC_KEYS = ("uv", "pv", "watch_ms", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",
-               "order_uv", "buyer_uv", "s:online", "s:enter", "s:leave", "s:gmv_cents", "s:order_count", "s:danmaku")
+               "order_uv", "buyer_uv", "s:online", "s:enter", "s:leave", "s:gmv_cents", "s:order_count", "s:danmaku",
+               "markers", "drops")
 
 #: A reaped node's per-room member set is kept this long, so that a node that
 #: was only paused can revive its members; then it goes.
@@ -124,8 +125,9 @@ class RoomKeys:
 
     def metric(self, name: str) -> str:
         """A live-metrics key: ``uv``/``exposure_uv``/... (HyperLogLog), ``pv``, ``watch_ms``,
-        ``counts`` (HASH), ``peak`` (ZSET, one member), ``products`` (SET), ``s:<series>`` (HASH
-        epoch minute -> value)."""
+        ``counts`` (HASH), ``peak`` (ZSET of running maxima: ``peak`` online, ``last_paid`` ms),
+        ``products`` (SET), ``s:<series>`` (HASH epoch minute -> value), ``markers`` (ZSET of event
+        JSON by ms: pins, red packets), ``drops`` (SET of every drop the room ever had)."""
         return f"{self.tag}:m:{name}"
 
     def product_metric(self, product_id: str, name: str) -> str:

@@ -207,7 +207,9 @@ class RoomService:
     async def pin(self, room_id: str, product_id: str, who: Principal) -> Product:
         await self.get_run(room_id, who)
         k = self._keys.room(room_id)
-        code, detail = await self._scripts.room_pin(keys=[k.meta, k.products], args=[product_id, k.channel])
+        code, detail = await self._scripts.room_pin(
+            keys=[k.meta, k.products, k.metric("markers")], args=[product_id, k.channel]
+        )
         if code == "not_found":
             raise NotFound(f"{detail} {product_id if detail == 'product' else room_id!r} not found")
         if code == "conflict":

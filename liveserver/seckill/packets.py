@@ -10,6 +10,7 @@ exactly once.  Every claim and refund is appended to the wallet stream.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 from collections.abc import Callable
@@ -84,6 +85,11 @@ class RedPacketService:
             args=[packet_id, room_id, total, count, starts_ms, countdown_ms, expires_ms, rk.channel, rain_cap, *shares],
         )
         await self._book(rk.packets, packet_id, int(starts), int(expires))
+        marker = {"kind": "red_packet", "packet_id": packet_id, "total_cents": total, "count": count, "at": int(starts)}
+        pipe = self._redis.pipeline(transaction=False)  # idempotent: a retried create adds the same member
+        pipe.zadd(rk.metric("markers"), {json.dumps(marker, sort_keys=True): int(starts)})
+        pipe.zremrangebyrank(rk.metric("markers"), 0, -201)
+        await pipe.execute()
         return {"packet_id": packet_id, "starts_at_ms": int(starts), "expires_at_ms": int(expires),
                 "total_cents": total, "count": count}
 

@@ -20,7 +20,7 @@ from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
-from ..redisio.keyspace import DropKeys
+from ..redisio.keyspace import DropKeys, RoomKeys
 from ..rooms.service import MAX_PRICE_CENTS, RoomService, check_id, check_int
 from ..settings import Settings
 from ..wire import ID_RE
@@ -74,6 +74,7 @@ class Drop:
     ends: int
     pay_ms: int
     ended: bool
+    sold_out_ms: int = 0  # when it last sold out (0: never)
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Drop:
@@ -82,7 +83,7 @@ class Drop:
             discount=int(h.get("discount") or 0), stock=int(h["stock"]), left=int(h["left"]),
             pending=int(h["pending"]), paid=int(h["paid"]), per_user=int(h["per_user"]),
             starts=int(float(h["starts"])), ends=int(float(h["ends"])), pay_ms=int(h.get("pay_ms") or 0),
-            ended=h.get("ended") == "1",
+            ended=h.get("ended") == "1", sold_out_ms=int(h.get("sold_out_ms") or 0),
         )
 
     def status(self, now: int) -> str:
@@ -209,7 +210,7 @@ class SeckillService:
         # comes back: the scheduler claims on Redis's clock and finishes only what is due).
         now = self._clock.now_ms()
         starts_guess = starts_ms or now + countdown_ms
-        await self._book(rk.drops, drop_id, starts_guess, starts_guess + duration_s * 1000)
+        await self._book(rk, drop_id, starts_guess, starts_guess + duration_s * 1000)
         code, starts, ends = await self._scripts.seckill_create(
             keys=[dk.meta],
             args=[kind, drop_id, room_id, product_id, price, discount, stock, per_user, starts_ms, countdown_ms,
@@ -222,9 +223,10 @@ class SeckillService:
         assert drop is not None
         return drop.public(self._clock.now_ms())
 
-    async def _book(self, room_drops: str, drop_id: str, starts: int, ends: int) -> None:
+    async def _book(self, rk: RoomKeys, drop_id: str, starts: int, ends: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.sadd(room_drops, drop_id)
+        pipe.sadd(rk.drops, drop_id)
+        pipe.sadd(rk.metric("drops"), drop_id)  # kept after the drop ends: the host's series marks it
         pipe.sadd(self._keys.active_drops, drop_id)
         pipe.zadd(self._keys.schedule, {f"start:{drop_id}": starts, f"end:{drop_id}": ends})
         await pipe.execute()
@@ -252,6 +254,16 @@ class SeckillService:
         now = self._clock.now_ms()
         drops = [Drop.from_hash(h) for h in hashes if h]
         return [d.message(now) for d in sorted(drops, key=lambda d: d.starts) if d.status(now) != "ended"]
+
+    async def history(self, room_id: str) -> list[Drop]:
+        """Every drop the room ever had, ended ones too, by start (the host's metrics)."""
+        ids = sorted(await self._redis.smembers(self._keys.room(room_id).metric("drops")))
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(self._keys.drop(i).meta)
+        return sorted((Drop.from_hash(h) for h in await pipe.execute() if h), key=lambda d: (d.starts, d.id))
 
     # -- node-local view -------------------------------------------------------------
 

@@ -66,8 +66,8 @@ async def test_metrics_match_the_events(start_node: StartNode) -> None:
     assert m["ctr"] == 0.5 and m["click_to_pay_rate"] == 0.4 and m["conversion_rate"] == round(4 / 31, 4)
     assert m["gpm_cents"] == 4000 * 1000 // 32 and m["uv_value_cents"] == 4000 // 31
     products = {p["product_id"]: p for p in m["products"]}
-    assert products["p1"] == {"product_id": "p1", "exposure_uv": 20, "click_uv": 10, "order_count": 6,
-                              "paid_count": 4, "gmv_cents": 4000}
+    assert products["p1"] == {"product_id": "p1", "title": "Tea", "price_cents": 1500, "exposure_uv": 20,
+                              "click_uv": 10, "order_count": 6, "paid_count": 4, "gmv_cents": 4000, "stock_left": 4}
     assert products["p2"]["exposure_uv"] == 5 and products["p2"]["click_uv"] == 2 and products["p2"]["gmv_cents"] == 0
     assert sum(m["series"]["enter"]) == 32 and sum(m["series"]["gmv_cents"]) == 4000
     assert sum(m["series"]["order_count"]) == 6 and sum(m["series"]["danmaku"]) == 3

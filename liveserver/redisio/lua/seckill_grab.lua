@@ -80,5 +80,8 @@ for i = 1, n do
   end
 end
 redis.call('HSET', keys.meta, 'left', d.left, 'pending', d.pending, 'paid', d.paid)
-if d.left <= 0 and not sold_before then announce(d, now) end
+if d.left <= 0 and not sold_before then
+  redis.call('HSET', keys.meta, 'sold_out_ms', now)  -- the sell-out marker on the host's series
+  announce(d, now)
+end
 return out

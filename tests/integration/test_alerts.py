@@ -1,0 +1,114 @@
+"""Alerts to the host, and the markers and windows on the metrics series, through a running node."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from liveserver.sdk import HostClient, ViewerClient
+
+from .conftest import StartNode, join, token
+from .test_metrics import FAST
+
+
+async def _room(h: HostClient) -> str:
+    room = (await h.create_room("Alerts", room_id=f"a-{uuid.uuid4().hex[:8]}"))["room_id"]
+    await h.start_room(room)
+    await h.put_product(room, "p1", "Tea", 1500)
+    return room
+
+
+class Alerts:
+    """A host's ``alert`` events as they arrive: several may come in one push, in any order."""
+
+    def __init__(self, ws: ViewerClient) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    async def wait(self, alert_id: str, status: str, timeout_s: float = 5) -> dict[str, Any]:
+        def wanted(m: dict[str, Any]) -> bool:
+            return m["alert_id"] == alert_id and m["status"] == status
+
+        while not any(wanted(m) for m in self.seen):
+            self.seen.append(await self.ws.wait_for("alert", timeout_s))
+        return next(m for m in self.seen if wanted(m))
+
+
+async def test_online_drop_fires_and_clears_for_the_host_only(start_node: StartNode) -> None:
+    node = await start_node(alert_online_min=5, alert_online_window_s=3.0, **FAST)
+    async with HostClient(node.base_url, token("host1", "host")) as h:
+        room = await _room(h)
+        host_ws = await ViewerClient.connect(node.ws_url, token("host1", "host"), room)
+        alerts = Alerts(host_ws)
+        viewers = [await join(node, f"v{i}", room) for i in range(10)]
+        await host_ws.wait_for("metrics", 5, lambda m: m["online"] == 11)
+        for v in viewers[:4]:  # 11 -> 7: down 36 %
+            await v.close()
+        fired = await alerts.wait("online_drop", "firing")
+        assert fired["kind"] == "online_drop" and fired["baseline"] == 11 and fired["online"] == 7
+        body = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
+        assert [a["alert_id"] for a in body["alerts"]] == ["online_drop"]
+        # the 11 leaves the 3 s window: 7 is the new baseline and the alert clears
+        cleared = await alerts.wait("online_drop", "cleared", timeout_s=6)
+        assert cleared["since_ms"] == fired["since_ms"] and cleared["ts_ms"] > fired["ts_ms"]
+        assert not [m for m in viewers[5].events._queue if m.get("type") in ("alert", "metrics")]  # noqa: SLF001
+        for c in (host_ws, *viewers[4:]):
+            await c.close()
+
+
+async def test_stock_backlog_and_no_payment_alerts_follow_the_sale(start_node: StartNode) -> None:
+    node = await start_node(alert_low_stock=10, alert_unpaid_min=3, alert_unpaid_ratio=0.5, alert_no_paid_s=2.5,
+                            **FAST)
+    async with HostClient(node.base_url, token("host1", "host")) as h, \
+            HostClient(node.base_url, token("pay", "admin")) as admin:
+        room = await _room(h)
+        host_ws = await ViewerClient.connect(node.ws_url, token("host1", "host"), room)
+        alerts = Alerts(host_ws)
+        sale = await h.create_flash_sale(room, "p1", 1000, 12)
+        sid = sale["sale_id"]
+        quiet = await alerts.wait("no_paid_orders", "firing", timeout_s=6)
+        assert quiet["value"] >= 2 and quiet["last_paid_at_ms"] is None
+        viewers = [await join(node, f"b{i}", room) for i in range(3)]
+        orders = [(await v.grab(sale_id=sid))["order_id"] for v in viewers]  # 9 left, 3 unpaid of 3
+        low = await alerts.wait(f"low_stock:{sid}", "firing")
+        assert low["value"] == 9 and low["sale_id"] == sid and low["product_id"] == "p1"
+        backlog = await alerts.wait("unpaid_backlog", "firing")
+        assert backlog["pending"] == 3 and backlog["orders"] == 3
+        await admin.pay_order(orders[0])
+        await admin.pay_order(orders[1])  # 1 pending of 3: the backlog is gone, and someone paid
+        await alerts.wait("unpaid_backlog", "cleared")
+        await alerts.wait("no_paid_orders", "cleared")
+        await h.end_room(room)  # the sale ends: nothing is live to run low
+        await alerts.wait(f"low_stock:{sid}", "cleared")
+        for c in (host_ws, *viewers):
+            await c.close()
+
+
+async def test_markers_and_windows_on_the_series(start_node: StartNode) -> None:
+    node = await start_node(**FAST)
+    async with HostClient(node.base_url, token("host1", "host")) as h:
+        room = await _room(h)
+        await h.pin_product(room, "p1")
+        viewers = [await join(node, f"w{i}", room) for i in range(2)]
+        sale = await h.create_flash_sale(room, "p1", 1000, 2)
+        for v in viewers:
+            assert (await v.grab(sale_id=sale["sale_id"]))["ok"]
+        packet = await h.create_red_packet(room, 500, 5)
+        await asyncio.sleep(1.2)  # the order stream is counted
+        m = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
+        kinds = [(e["kind"], e.get("product_id") or e.get("packet_id")) for e in m["markers"]]
+        assert kinds == [("pin", "p1"), ("sale_start", "p1"), ("sold_out", "p1"), ("red_packet", packet["packet_id"])]
+        assert all(e["minute"] >= m["series_start_minute"] for e in m["markers"])
+        sold = next(e for e in m["markers"] if e["kind"] == "sold_out")
+        assert sold["sale_id"] == sale["sale_id"]
+        assert m["drops"][0]["sale_id"] == sale["sale_id"] and m["drops"][0]["status"] == "sold_out"
+        assert m["drops"][0]["pending"] == 2 and m["drops"][0]["stock_left"] == 0
+        w = m["windows"]
+        assert w["minutes"] == 5 and w["last"]["enter"] == 2 and w["last"]["order_count"] == 2
+        assert w["previous"]["enter"] == 0 and w["change"]["enter"] is None  # the room is new
+        await h.end_room(room)
+        ended = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
+        assert [e["kind"] for e in ended["markers"]][-1] == "sale_end"
+        for v in viewers:
+            await v.close()
