@@ -47,7 +47,8 @@ class Node:
         self.node_id = secrets.token_hex(6)
         self.keys = Keyspace(settings.key_prefix)
         self.redis = redis
-        self.scripts = Scripts(redis)
+        self.metrics = Metrics(self)  # read at scrape time; it only keeps the node
+        self.scripts = Scripts(redis, self.metrics)
         self.clock = Clock()
         self.hub = Hub(
             QueueLimits(
@@ -98,7 +99,6 @@ class Node:
             redis, self.keys, self.hub, self.clock, self.presence.online_cache, self.node_id,
             rules=AlertRules.from_settings(settings), drops_of=self.seckill.history,
         )
-        self.metrics = Metrics(self)
         self.draining = False
         self.sessions: set[Session] = set()  # WebSocket sessions on this process, welcomed or not
         #: client command handlers by message class (danmaku, grabs and claims register here)
@@ -140,6 +140,7 @@ class Node:
         self._spawn(self.room_metrics.run(self.presence.online), "room-metrics")
         self._spawn(self.room_metrics.consume_orders(), "order-metrics")
         self._spawn(self._clock_loop(), "clock")
+        self._spawn(self.metrics.watch_loop_lag(), "loop-lag")
         log.info("node %s up (clock offset to Redis %.1f ms)", self.node_id, self.clock.offset_ms)
 
     def _spawn(self, coro: Any, name: str) -> None:

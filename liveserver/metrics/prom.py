@@ -7,12 +7,15 @@ scrape time by a collector instead of being incremented on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from ..tasks import reraise_if_cancelling
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -103,7 +106,36 @@ class Metrics:
         self.redis_errors = Counter(
             "liveserver_redis_errors", "Redis commands that failed", ["where"], registry=self.registry
         )
+        self.lua_seconds = Histogram(
+            "liveserver_lua_call_seconds", "Lua script calls to Redis, round trip included, by script",
+            ["script"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.loop_lag = Histogram(
+            "liveserver_event_loop_lag_seconds", "How late the event loop ran a timer (sampled every 0.25 s)",
+            registry=self.registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.loop_lag_last = Gauge(
+            "liveserver_event_loop_lag_last_seconds", "The latest event-loop lag sample", registry=self.registry
+        )
         self.registry.register(_NodeCollector(node))
+
+    def script_called(self, name: str, seconds: float, failed: bool) -> None:
+        """The scripts' observer (redisio.scripts.ScriptObserver)."""
+        self.lua_seconds.labels(script=name).observe(seconds)
+        if failed:
+            self.redis_errors.labels(where="lua").inc()
+
+    async def watch_loop_lag(self, period_s: float = 0.25) -> None:
+        """Sample how late a timer fires: the time callbacks wait behind others (forever)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            reraise_if_cancelling()
+            due = loop.time() + period_s
+            await asyncio.sleep(period_s)
+            lag = max(0.0, loop.time() - due)
+            self.loop_lag.observe(lag)
+            self.loop_lag_last.set(lag)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,11 +7,43 @@ never an error.
 
 from __future__ import annotations
 
+import time
 from importlib import resources
+from typing import Any, Protocol
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 
-__all__ = ["Scripts", "load_source"]
+__all__ = ["ScriptObserver", "Scripts", "load_source"]
+
+
+class ScriptObserver(Protocol):
+    """Told how long each script call took and whether Redis failed it (``/metrics``)."""
+
+    def script_called(self, name: str, seconds: float, failed: bool) -> None: ...
+
+
+class _Observed:
+    """A registered script whose direct calls are timed (calls queued on a pipeline are not)."""
+
+    __slots__ = ("_name", "_observer", "_script")
+
+    def __init__(self, name: str, script: AsyncScript, observer: ScriptObserver) -> None:
+        self._name = name
+        self._script = script
+        self._observer = observer
+
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        if client is not None:
+            return await self._script(keys=keys, args=args, client=client)
+        started = time.perf_counter()
+        try:
+            result = await self._script(keys=keys, args=args)
+        except RedisError:
+            self._observer.script_called(self._name, time.perf_counter() - started, True)
+            raise
+        self._observer.script_called(self._name, time.perf_counter() - started, False)
+        return result
 
 
 def load_source(name: str) -> str:
@@ -51,6 +83,7 @@ class Scripts:
     redpacket_expire: AsyncScript
     schedule_claim: AsyncScript
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: object, observer: ScriptObserver | None = None) -> None:
         for name in self.__annotations__:
-            setattr(self, name, client.register_script(load_source(name)))  # type: ignore[attr-defined]
+            script = client.register_script(load_source(name))  # type: ignore[attr-defined]
+            setattr(self, name, script if observer is None else _Observed(name, script, observer))

@@ -7,6 +7,7 @@ import uuid
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from liveserver.sdk import ApiError, HostClient
 
@@ -227,6 +228,36 @@ async def test_time_healthz_metrics(server: RunningNode) -> None:
         text = await r.text()
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
         assert "liveserver_connections" in text and "liveserver_http_requests_total" in text
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+async def test_metrics_time_lua_calls_count_redis_errors_and_watch_the_loop(
+    server: RunningNode, host: HostClient, live_room: str
+) -> None:
+    await host.put_product(live_room, "p1", "Tea", 100)
+    await host.pin_product(live_room, "p1")
+    # a key of the wrong type makes Redis refuse the pin script: a Redis error, not a 500
+    other = await host.create_room("Broken", room_id=f"broken-{live_room}")
+    await host.put_product(other["room_id"], "p1", "Tea", 100)
+    await server.node.redis.delete(server.node.keys.room(other["room_id"]).products)
+    await server.node.redis.set(server.node.keys.room(other["room_id"]).products, "not a hash")
+    with pytest.raises(ApiError) as e:
+        await host.pin_product(other["room_id"], "p1")
+    assert e.value.status == 503
+    await asyncio.sleep(0.6)  # two loop-lag samples at least
+    async with aiohttp.ClientSession() as s, s.get(server.base_url + "/metrics") as r:
+        m = _samples(await r.text())
+    assert m[("liveserver_lua_call_seconds_count", frozenset({("script", "room_pin")}))] == 2
+    assert m[("liveserver_lua_call_seconds_sum", frozenset({("script", "room_pin")}))] > 0
+    assert m[("liveserver_lua_call_seconds_count", frozenset({("script", "room_create")}))] >= 2
+    assert m[("liveserver_redis_errors_total", frozenset({("where", "lua")}))] == 1
+    assert m[("liveserver_redis_errors_total", frozenset({("where", "http")}))] == 1
+    assert m[("liveserver_event_loop_lag_seconds_count", frozenset())] >= 2
+    assert 0 <= m[("liveserver_event_loop_lag_last_seconds", frozenset())] < 1
 
 
 async def test_dev_tokens_only_in_dev(start_node: StartNode) -> None:
