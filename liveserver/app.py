@@ -21,6 +21,7 @@ from .http import error_middleware
 from .keys import NODE, SETTINGS
 from .metrics import api as metrics_api
 from .node import Node
+from .pages import add_pages
 from .redisio import check_reachable, describe_url
 from .rooms import api as rooms_api
 from .seckill import api as seckill_api
@@ -65,4 +66,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(danmaku_api.routes)
     app.router.add_routes(seckill_api.routes)
     app.router.add_routes(metrics_api.routes)
+    if settings.serve_pages:
+        add_pages(app)
     return app

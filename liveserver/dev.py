@@ -36,6 +36,8 @@ async def seed_demo(node: Node, base_url: str) -> None:
     host_token = mint_token(secret, DEMO_HOST, Role.HOST, name="Demo host", ttl_s=node.settings.dev_token_ttl_s)
     viewer_token = mint_token(secret, "demo-viewer", Role.VIEWER, name="Viewer", ttl_s=node.settings.dev_token_ttl_s)
     log.info("demo room %r is live: GET %s/api/v1/rooms/%s", DEMO_ROOM, base_url, DEMO_ROOM)
+    log.info("host dashboard: %s/app/dashboard.html?room=%s", base_url, DEMO_ROOM)
+    log.info("viewer page:    %s/app/viewer.html?room=%s", base_url, DEMO_ROOM)
     log.info("demo host token:   %s", host_token)
     log.info("demo viewer token: %s", viewer_token)
     log.info(
