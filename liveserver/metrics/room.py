@@ -228,7 +228,11 @@ class RoomMetrics:
         body["markers"] = self._markers(r[15], drops, first * 60_000, now)
         body["drops"] = [{"kind": d.kind, **d.public(now)} for d in drops]
         tracker = self._alerts.get(room_id)
-        body["alerts"] = tracker.firing() if tracker else []
+        if tracker is not None:
+            body["alerts"] = tracker.firing()
+        else:  # no host here: judged now, without the online history a push keeps
+            current = self._evaluate(now, online, online, drops, await self._last_paid(k))
+            body["alerts"] = [{**a, "status": "firing", "since_ms": None} for _, a in sorted(current.items())]
         return body
 
     @staticmethod
@@ -276,13 +280,18 @@ class RoomMetrics:
         tracker = self._alerts.setdefault(room, AlertTracker())
         now = self._clock.now_ms()
         recent_peak = tracker.online.add(now, online, int(self._rules.online_window_s * 1000))
-        k = self._keys.room(room)
-        last_paid = await self._redis.zscore(k.metric("peak"), "last_paid")
+        last_paid = await self._last_paid(self._keys.room(room))
+        return tracker.update(now, self._evaluate(now, online, recent_peak, await self._drops_of(room), last_paid))
+
+    async def _last_paid(self, k: Any) -> int:
+        return int(await self._redis.zscore(k.metric("peak"), "last_paid") or 0)
+
+    def _evaluate(self, now: int, online: int, recent_peak: int, drops: list[Drop],
+                  last_paid: int) -> dict[str, dict[str, Any]]:
         sales = [SaleState(d.id, d.product, d.status(now), d.left, d.pending, d.paid, d.starts)
-                 for d in await self._drops_of(room) if d.kind == "sale"]
-        current = evaluate(self._rules, now_ms=now, online=online, recent_peak=recent_peak, sales=sales,
-                           last_paid_ms=int(last_paid or 0))
-        return tracker.update(now, current)
+                 for d in drops if d.kind == "sale"]
+        return evaluate(self._rules, now_ms=now, online=online, recent_peak=recent_peak, sales=sales,
+                        last_paid_ms=last_paid)
 
     async def push(self, online_of: Any) -> None:
         """Send ``metrics`` (and ``alert`` when one fires or clears) to the hosts on this node."""

@@ -58,8 +58,8 @@ async def test_online_drop_fires_and_clears_for_the_host_only(start_node: StartN
 
 
 async def test_stock_backlog_and_no_payment_alerts_follow_the_sale(start_node: StartNode) -> None:
-    node = await start_node(alert_low_stock=10, alert_unpaid_min=3, alert_unpaid_ratio=0.5, alert_no_paid_s=2.5,
-                            **FAST)
+    rules = {"alert_low_stock": 10, "alert_unpaid_min": 3, "alert_unpaid_ratio": 0.5, "alert_no_paid_s": 2.5}
+    node = await start_node(**rules, **FAST)
     async with HostClient(node.base_url, token("host1", "host")) as h, \
             HostClient(node.base_url, token("pay", "admin")) as admin:
         room = await _room(h)
@@ -72,6 +72,11 @@ async def test_stock_backlog_and_no_payment_alerts_follow_the_sale(start_node: S
         viewers = [await join(node, f"b{i}", room) for i in range(3)]
         orders = [(await v.grab(sale_id=sid))["order_id"] for v in viewers]  # 9 left, 3 unpaid of 3
         low = await alerts.wait(f"low_stock:{sid}", "firing")
+        other = await start_node(**rules, **FAST)  # no host there: GET judges the rules on the spot
+        async with HostClient(other.base_url, token("host1", "host")) as h2:
+            there = await h2.request("GET", f"/api/v1/rooms/{room}/metrics")
+        assert {a["alert_id"] for a in there["alerts"]} >= {f"low_stock:{sid}", "unpaid_backlog"}
+        assert all(a["since_ms"] is None for a in there["alerts"])
         assert low["value"] == 9 and low["sale_id"] == sid and low["product_id"] == "p1"
         backlog = await alerts.wait("unpaid_backlog", "firing")
         assert backlog["pending"] == 3 and backlog["orders"] == 3
