@@ -13,6 +13,8 @@ Where each number comes from:
   counted by one node): ``pending`` entries count orders, ``paid`` ones buyers
   and GMV (paid orders only).
 - ``danmaku``: the room's danmaku seq; ``likes``: the like total.
+- red-packet claims and the money they paid out: from the wallet stream, by
+  the same consumer group as the orders.
 - markers on the series: pins and red packets are logged when they happen (a
   zset per room); flash-sale starts, sell-outs and ends come from the drops
   themselves (every drop the room ever had is kept in a set).
@@ -131,26 +133,39 @@ class RoomMetrics:
         await pipe.execute()
 
     async def consume_orders(self) -> None:
-        """Read the order stream as one consumer of the ``metrics`` group (forever)."""
-        stream = self._keys.orders_stream
-        try:
-            await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Read the order and wallet streams as one consumer of their ``metrics`` groups (forever):
+        each entry is counted by one node, at least once."""
+        count = {self._keys.orders_stream: self._count_orders, self._keys.wallet_stream: self._count_claims}
+        for stream in count:
+            try:
+                await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         while True:
             reraise_if_cancelling()
             try:
-                batches = await self._redis.xreadgroup(GROUP, self._node_id, {stream: ">"}, count=500, block=1000)
+                batches = await self._redis.xreadgroup(
+                    GROUP, self._node_id, dict.fromkeys(count, ">"), count=500, block=1000
+                )
             except (RedisError, OSError) as exc:
                 reraise_if_cancelling()
                 log.warning("order stream read failed: %s", exc)
                 await asyncio.sleep(1)
                 continue
-            for _, entries in batches or []:
+            for stream, entries in batches or []:
                 if entries:
-                    await self._count_orders(entries)
+                    await count[stream](entries)
                     await self._redis.xack(stream, GROUP, *[eid for eid, _ in entries])
+
+    async def _count_claims(self, entries: list[tuple[str, dict[str, str]]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for _, f in entries:
+            if f.get("kind") == "claim":
+                counts = self._keys.room(f["room_id"]).metric("counts")
+                pipe.hincrby(counts, "red_packet_claims", 1)
+                pipe.hincrby(counts, "red_packet_cents", int(f["amount_cents"]))
+        await pipe.execute()
 
     async def _count_orders(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -185,7 +200,7 @@ class RoomMetrics:
         room's drops and the alerts firing (as this node last judged them)."""
         k = self._keys.room(room_id)
         pipe = self._redis.pipeline(transaction=False)
-        for name in ("uv", "exposure_uv", "click_uv", "order_uv", "buyer_uv"):
+        for name in ("uv", "exposure_uv", "click_uv", "order_uv", "buyer_uv", "cart_uv"):
             pipe.pfcount(k.metric(name))
         pipe.get(k.metric("pv"))
         pipe.get(k.metric("watch_ms"))
@@ -200,32 +215,34 @@ class RoomMetrics:
         pipe.zrange(k.metric("markers"), 0, -1)
         for name in SERIES:
             pipe.hgetall(k.metric(f"s:{name}"))
-        r = await pipe.execute()
+        (uv, exposure_uv, click_uv, order_uv, buyer_uv, cart_uv, pv, watch_ms, peak, raw_counts, funnel_products,
+         likes, danmaku, thinned, started_ms, raw_catalog, logged_markers, *raw_series) = await pipe.execute()
         drops = await self._drops_of(room_id)
-        uv, exposure_uv, click_uv, order_uv, buyer_uv = (int(x) for x in r[:5])
-        pv, watch_ms, peak = int(r[5] or 0), int(r[6] or 0), int(r[7] or 0)
-        counts = {key: int(v) for key, v in r[8].items()}
-        likes, danmaku, thinned = int(r[10] or 0), int(r[11] or 0), int(r[12] or 0)
-        catalog = {p: json.loads(raw) for p, raw in r[14].items()}
+        pv, watch_ms, peak = int(pv or 0), int(watch_ms or 0), int(peak or 0)
+        counts = {key: int(v) for key, v in raw_counts.items()}
+        likes, danmaku, thinned = int(likes or 0), int(danmaku or 0), int(thinned or 0)
+        catalog = {p: json.loads(raw) for p, raw in raw_catalog.items()}
         now = self._clock.now_ms()
-        started = int(r[13]) if r[13] else now
+        started = int(started_ms) if started_ms else now
         first = max(_minute(started), _minute(now) - SERIES_MINUTES + 1)
         series = {name: [int(h.get(str(m), 0)) for m in range(first, _minute(now) + 1)]
-                  for name, h in zip(SERIES, r[16:], strict=True)}
+                  for name, h in zip(SERIES, raw_series, strict=True)}
         c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
              "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0)}
         body: dict[str, Any] = {
             "room_id": room_id, "ts_ms": now, "online": online, "peak_online": max(peak, online),
             "uv": uv, "pv": pv, "likes": likes, "danmaku": danmaku,
-            "exposure_uv": exposure_uv, "click_uv": click_uv,
+            "exposure_uv": exposure_uv, "click_uv": click_uv, "cart_uv": cart_uv,
             "order_count": counts.get("order_count", 0), "order_uv": order_uv,
             "paid_count": counts.get("paid_count", 0), "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0),
+            "red_packet_claims": counts.get("red_packet_claims", 0),
+            "red_packet_cents": counts.get("red_packet_cents", 0),
             "danmaku_thinned": thinned, "series_start_minute": first, **ratios(c),
         }
-        body["products"] = await self._products(k, sorted(set(r[9]) | set(catalog)), counts, catalog, drops)
+        body["products"] = await self._products(k, sorted(set(funnel_products) | set(catalog)), counts, catalog, drops)
         body["series"] = series
         body["windows"] = windows(series)
-        body["markers"] = self._markers(r[15], drops, first * 60_000, now)
+        body["markers"] = self._markers(logged_markers, drops, first * 60_000, now)
         body["drops"] = [{"kind": d.kind, **d.public(now)} for d in drops]
         tracker = self._alerts.get(room_id)
         if tracker is not None:

@@ -100,7 +100,8 @@ async def test_markers_and_windows_on_the_series(start_node: StartNode) -> None:
         for v in viewers:
             assert (await v.grab(sale_id=sale["sale_id"]))["ok"]
         packet = await h.create_red_packet(room, 500, 5)
-        await asyncio.sleep(1.2)  # the order stream is counted
+        got = [await v.claim(packet["packet_id"]) for v in viewers]
+        await asyncio.sleep(1.2)  # the order and wallet streams are counted
         m = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
         kinds = [(e["kind"], e.get("product_id") or e.get("packet_id")) for e in m["markers"]]
         assert kinds == [("pin", "p1"), ("sale_start", "p1"), ("sold_out", "p1"), ("red_packet", packet["packet_id"])]
@@ -109,6 +110,7 @@ async def test_markers_and_windows_on_the_series(start_node: StartNode) -> None:
         assert sold["sale_id"] == sale["sale_id"]
         assert m["drops"][0]["sale_id"] == sale["sale_id"] and m["drops"][0]["status"] == "sold_out"
         assert m["drops"][0]["pending"] == 2 and m["drops"][0]["stock_left"] == 0
+        assert m["red_packet_claims"] == 2 and m["red_packet_cents"] == sum(g["amount_cents"] for g in got)
         w = m["windows"]
         assert w["minutes"] == 5 and w["last"]["enter"] == 2 and w["last"]["order_count"] == 2
         assert w["previous"]["enter"] == 0 and w["change"]["enter"] is None  # the room is new

@@ -48,6 +48,8 @@ async def test_metrics_match_the_events(start_node: StartNode) -> None:
             await v.send({"type": "exposure", "product_id": "p2"})
         if i < 2:
             await v.send({"type": "click", "product_id": "p2"})
+        if i < 3:
+            await v.send({"type": "cart", "product_id": "p1"})
     sale = await h.create_flash_sale(room, "p1", 1000, 10)
     orders = [(await v.grab(sale_id=sale["sale_id"]))["order_id"] for v in viewers[:6]]
     async with HostClient(a.base_url, token("pay", "admin")) as admin:
@@ -59,7 +61,7 @@ async def test_metrics_match_the_events(start_node: StartNode) -> None:
     m = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
     assert m["online"] == 31 and m["uv"] == 31 and m["pv"] == 32  # 30 viewers + the host; m0 entered twice
     assert m["peak_online"] >= 31
-    assert m["exposure_uv"] == 20 and m["click_uv"] == 10  # room-level: distinct users over all products
+    assert m["exposure_uv"] == 20 and m["click_uv"] == 10 and m["cart_uv"] == 3  # room-level: distinct users over all products
     assert m["order_count"] == 6 and m["order_uv"] == 6
     assert m["paid_count"] == 4 and m["buyer_uv"] == 4 and m["gmv_cents"] == 4000
     assert m["danmaku"] == 3
