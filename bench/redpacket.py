@@ -24,18 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import SECRET, liveserver, pct, print_table, run_role, start_redis  # noqa: E402
-from seckill import _per_op  # noqa: E402
-
-ROOM = "bench"
+from harness import ROOM, Bench, RedisServer, Row, bench_parser, done, fresh_prefix, make_room, pct  # noqa: E402
+from harness import raw_and_liveserver, raw_script_row, ready  # noqa: E402
+from wsload import WsConn, close_all, join, join_many  # noqa: E402
 
 
 def _make_packet(redis_url: str, prefix: str, packet_id: str, count: int) -> int:
+    """A packet of ``count`` shares of 1.00 on average, created by the server's own script; returns its total."""
     import redis
 
     from liveserver.redisio.keyspace import Keyspace
@@ -47,10 +44,9 @@ def _make_packet(redis_url: str, prefix: str, packet_id: str, count: int) -> int
     ks = Keyspace(prefix)
     pk = ks.packet(packet_id)
     r = redis.Redis.from_url(redis_url)
-    r.hset(ks.room(ROOM).meta, mapping={"room_id": ROOM, "title": "bench", "host": "bench-host", "status": "live",
-                                        "created_ms": int(time.time() * 1000)})
     create = r.register_script(load_source("redpacket_create"))
-    create(keys=[pk.meta, pk.shares], args=[packet_id, ROOM, total, count, 0, 0, 3_600_000, ks.room(ROOM).channel, 0, *shares])
+    create(keys=[pk.meta, pk.shares],
+           args=[packet_id, ROOM, total, count, 0, 0, 3_600_000, ks.room(ROOM).channel, 0, *shares])
     r.close()
     return total
 
@@ -79,122 +75,92 @@ async def raw_main(args: argparse.Namespace) -> None:
             assert res[0][0] == b"ok", res
             cents += int(res[0][1])
 
-    print("READY", flush=True)
+    ready()
     start = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(args.raw_concurrency)))
     elapsed = time.monotonic() - start
-    print("DONE", flush=True)
-    print("RESULT " + json.dumps({"target": "raw redis-py EVALSHA", "claims": len(latencies), "cents": cents,
-                                  "seconds": round(elapsed, 3), "p50_ms": pct(latencies, 0.5),
-                                  "p99_ms": pct(latencies, 0.99), "concurrency": args.raw_concurrency}), flush=True)
+    done({"target": "raw redis-py EVALSHA", "claims": len(latencies), "cents": cents, "seconds": round(elapsed, 3),
+          "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99), "concurrency": args.raw_concurrency})
     await r.aclose()
 
 
+class Claims:
+    """Claim answers: their latencies, how many won and the cents won; set once all are in."""
+
+    def __init__(self, expected: int) -> None:
+        self.latencies: list[float] = []
+        self.ok = self.other = self.cents = 0
+        self.expected = expected
+        self.answered = asyncio.Event()
+
+    def on_frame(self, conn: WsConn, opcode: int, buf: bytearray, start: int, end: int) -> None:
+        if not buf.startswith(b'{"type":"claim_result"', start):
+            return
+        self.latencies.append((time.perf_counter() - conn.user) * 1000)
+        frame = json.loads(bytes(buf[start:end]))
+        if frame["ok"]:
+            self.ok += 1
+            self.cents += frame["amount_cents"]
+        else:
+            self.other += 1
+        if self.ok + self.other >= self.expected:
+            self.answered.set()
+
+
 async def ws_main(args: argparse.Namespace) -> None:
-    from wsload import connect
-
-    from liveserver.auth import mint_token
-
-    latencies: list[float] = []
-    totals = {"ok": 0, "other": 0, "cents": 0}
-    ready: dict[int, asyncio.Future[None]] = {}
-    answered = asyncio.Event()
-
-    def on_frame(conn, opcode, buf, start, end):  # noqa: ANN001
-        if buf.startswith(b'{"type":"claim_result"', start):
-            latencies.append((time.perf_counter() - conn.user) * 1000)
-            frame = json.loads(bytes(buf[start:end]))
-            if frame["ok"]:
-                totals["ok"] += 1
-                totals["cents"] += frame["amount_cents"]
-            else:
-                totals["other"] += 1
-            if totals["ok"] + totals["other"] >= args.claimers:
-                answered.set()
-        elif buf.startswith(b'{"type":"welcome"', start):
-            fut = ready.pop(id(conn), None)
-            if fut is not None:
-                fut.set_result(None)
-
-    sem = asyncio.Semaphore(100)
-    loop = asyncio.get_running_loop()
-
-    async def open_one(i: int) -> object:
-        async with sem:
-            conn = await connect("127.0.0.1", args.port, "/ws", on_frame, "liveserver.v1.json")
-            fut = loop.create_future()
-            ready[id(conn)] = fut
-            conn.send(json.dumps({"type": "hello", "token": mint_token(SECRET, f"c{i}", "viewer"), "room": ROOM}).encode())
-            await asyncio.wait_for(fut, 60)
-            return conn
-
-    conns = await asyncio.gather(*(open_one(i) for i in range(args.claimers)))
+    claims = Claims(args.claimers)
+    conns = (await join_many(args.claimers, lambda i: join(args.port, f"c{i}", claims.on_frame))).all()
     await asyncio.sleep(1)
-    print("READY", flush=True)
+    ready()
     start = time.monotonic()
     frame = b'{"type":"claim","packet_id":"wspacket","req_id":"c1"}'
     for c in conns:  # the spike
         c.user = time.perf_counter()
         c.send(frame)
-    await asyncio.wait_for(answered.wait(), 120)
+    await asyncio.wait_for(claims.answered.wait(), 120)
     elapsed = time.monotonic() - start
-    print("DONE", flush=True)
-    print("RESULT " + json.dumps({"target": "liveserver over WebSocket", "claims": totals["ok"] + totals["other"],
-                                  "not_ok": totals["other"], "cents": totals["cents"], "seconds": round(elapsed, 3),
-                                  "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99),
-                                  "concurrency": args.claimers}), flush=True)
-    for c in conns:
-        c.close()
-    await asyncio.sleep(0.2)
+    done({"target": "liveserver over WebSocket", "claims": claims.ok + claims.other, "not_ok": claims.other,
+          "cents": claims.cents, "seconds": round(elapsed, 3), "p50_ms": pct(claims.latencies, 0.5),
+          "p99_ms": pct(claims.latencies, 0.99), "concurrency": args.claimers})
+    await close_all(conns)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run(args: argparse.Namespace, redis: RedisServer) -> list[dict]:
+    """The raw script empties one packet (Redis's CPU watched), then liveserver's viewers another."""
+    prefix = fresh_prefix("redpacket")
+    make_room(redis.url, prefix)
+    total = _make_packet(redis.url, prefix, "rawpacket", args.claimers)
+    _make_packet(redis.url, prefix, "wspacket", args.claimers)
+    results = raw_and_liveserver(__file__, "claim", redis, prefix,
+                                 ["--claimers", str(args.claimers), "--raw-concurrency", str(args.raw_concurrency)],
+                                 ["--claimers", str(args.claimers)])
+    return [{**r, "total_cents": total} for r in results]
+
+
+def rows(results: list[dict]) -> list[Row]:
+    raw, ws = results
+    problems = [f"{r['target']}: {r['cents']} of {r['total_cents']} cents claimed" for r in results
+                if r["cents"] != r["total_cents"]]
+    exact = not problems
+    if ws["not_ok"]:
+        problems.append(f"{ws['not_ok']} claims refused")
+    return [raw_script_row("red-packet claims", "claim", f"one spike of {ws['concurrency']:,}", raw, ws, problems,
+                           f"; sums exact: {exact}")]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = bench_parser(__doc__, ["raw", "ws"], "300 claimers (CI smoke test)")
     p.add_argument("--claimers", type=int, default=5000)
     p.add_argument("--raw-concurrency", type=int, default=50)
-    p.add_argument("--quick", action="store_true", help="300 claimers (CI smoke test)")
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--role", choices=["raw", "ws"], help=argparse.SUPPRESS)
-    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--redis-url", help=argparse.SUPPRESS)
-    p.add_argument("--prefix", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.role:
-        import uvloop
+    return p
 
-        uvloop.run(raw_main(args) if args.role == "raw" else ws_main(args))
-        return
-    if args.quick:
-        args.claimers = 300
-    redis_proc, redis_url = start_redis()
-    prefix = f"bench{int(time.time())}:"
-    results = []
-    try:
-        total = _make_packet(redis_url, prefix, "rawpacket", args.claimers)
-        _make_packet(redis_url, prefix, "wspacket", args.claimers)
-        results.append(_per_op(run_role(__file__, ["--role", "raw", "--redis-url", redis_url, "--prefix", prefix,
-                                                   "--claimers", str(args.claimers), "--raw-concurrency",
-                                                   str(args.raw_concurrency)], redis_proc.pid),
-                               "redis_cpu_us_per_claim", "claims"))
-        with liveserver(redis_url, prefix) as (port, server):
-            results.append(_per_op(run_role(__file__, ["--role", "ws", "--port", str(port), "--claimers",
-                                                       str(args.claimers)], server.pid),
-                                   "server_cpu_us_per_claim", "claims"))
-    finally:
-        redis_proc.terminate()
-        redis_proc.wait()
-    cols = ["target", "concurrency", "claims", "claims_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_claim",
-            "redis_cpu_us_per_claim"]
-    print_table(cols, results)
-    print(f"ratio: liveserver end to end = {results[1]['claims_per_s'] / results[0]['claims_per_s']:.2f}x "
-          "the raw unpipelined script rate")
-    exact = all(r["cents"] == total for r in results)
-    print(f"sums exact: {exact} (each packet {total} cents)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if not exact or results[1].get("not_ok"):
-        sys.exit(1)
 
+BENCH = Bench(
+    parser=_parser(), quick={"claimers": 300}, roles={"raw": raw_main, "ws": ws_main}, run=run,
+    cols=["target", "concurrency", "claims", "claims_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_claim",
+          "redis_cpu_us_per_claim", "cents", "total_cents"],
+    rows=rows,
+)
 
 if __name__ == "__main__":
-    main()
+    BENCH.main()
