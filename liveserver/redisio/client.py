@@ -36,7 +36,7 @@ def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> Re
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, **_common(True)
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 
 def connect_pubsub(url: str) -> Redis:
     """A client for the broker's pub/sub connection (bytes, not decoded).
