@@ -84,12 +84,20 @@ class RedPacketService:
             keys=[pk.meta, pk.shares],
             args=[packet_id, room_id, total, count, starts_ms, countdown_ms, expires_ms, rk.channel, rain_cap, *shares],
         )
-        await self._book(rk.packets, packet_id, int(starts), int(expires))
-        marker = {"kind": "red_packet", "packet_id": packet_id, "total_cents": total, "count": count, "at": int(starts)}
-        pipe = self._redis.pipeline(transaction=False)  # idempotent: a retried create adds the same member
-        pipe.zadd(rk.metric("markers"), {json.dumps(marker, sort_keys=True): int(starts)})
-        pipe.zremrangebyrank(rk.metric("markers"), 0, -201)
-        await pipe.execute()
+        existing = None if code == "ok" else await self._load(packet_id)
+        await self._book(rk.packets, packet_id, int(starts), int(expires))  # the packet's own times
+        if existing is not None:
+            if existing["room"] != room_id:  # another room's packet id
+                await self._redis.srem(rk.packets, packet_id)
+                raise Conflict(f"red packet {packet_id!r} exists")
+            total, count = existing["total"], existing["count"]  # a retry: the packet as it was made
+        if code == "ok":  # created now (a retry marks nothing)
+            marker = {"kind": "red_packet", "packet_id": packet_id, "total_cents": total, "count": count,
+                      "at": int(starts)}
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zadd(rk.metric("markers"), {json.dumps(marker, sort_keys=True): int(starts)})
+            pipe.zremrangebyrank(rk.metric("markers"), 0, -201)
+            await pipe.execute()
         return {"packet_id": packet_id, "starts_at_ms": int(starts), "expires_at_ms": int(expires),
                 "total_cents": total, "count": count}
 
@@ -194,7 +202,7 @@ class RedPacketService:
 
     async def room_packets(self, room_id: str) -> list[dict[str, Any]]:
         ids = sorted(await self._redis.smembers(self._keys.room(room_id).packets))
-        loaded = [h for h in await asyncio.gather(*(self._load(i) for i in ids)) if h is not None]
+        loaded = [h for h in await asyncio.gather(*(self._load(i) for i in ids)) if h is not None and h["room"] == room_id]
         return [self.message(h) for h in sorted(loaded, key=lambda h: h["starts"]) if self._status(h) != "expired"]
 
     # -- claiming ----------------------------------------------------------------------

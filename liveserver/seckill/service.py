@@ -34,6 +34,7 @@ MAX_STOCK = 1_000_000
 MAX_COUNTDOWN_S = 7 * 24 * 3600
 MAX_DURATION_S = 7 * 24 * 3600
 KIND_FIELD = {"sale": "sale_id", "coupon": "coupon_id"}
+SETTLED_CACHE = 10_000  # settled drops kept in memory for the metrics (then the cache starts over)
 
 
 def drop_status(ended: bool, starts: int, ends: int, left: int, now: int) -> str:
@@ -163,6 +164,7 @@ class SeckillService:
         self._clock = clock
         self._is_subscribed = is_subscribed
         self._seen: dict[str, _Seen] = {}
+        self._settled: dict[str, Drop] = {}  # ended drops with nothing left to pay: they never change
         self.blocklist: frozenset[str] = frozenset()
         self.batcher = GrabBatcher(self._run_batch, max_batch=settings.grab_batch_max)
         self.counts: dict[tuple[str, str], int] = {}  # (kind, answer) -> grabs answered
@@ -217,16 +219,22 @@ class SeckillService:
                   duration_s * 1000, pay_s * 1000, rk.channel],
         )
         drop = await self._load(drop_id)
-        if code == "exists" and (drop is None or drop.kind != kind or drop.room != room_id):
+        if drop is None or drop.kind != kind or drop.room != room_id:  # the id is another room's or kind's
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.srem(rk.drops, drop_id)
+            if drop is not None:  # its own times back in the schedule
+                pipe.zadd(self._keys.schedule, {f"start:{drop_id}": drop.starts, f"end:{drop_id}": drop.ends})
+            await pipe.execute()
             raise Conflict(f"{id_field} {drop_id!r} exists")
-        await self._redis.zadd(self._keys.schedule, {f"start:{drop_id}": int(starts), f"end:{drop_id}": int(ends)})
-        assert drop is not None
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(self._keys.schedule, {f"start:{drop_id}": int(starts), f"end:{drop_id}": int(ends)})
+        pipe.sadd(rk.metric("drops"), drop_id)  # kept after the drop ends: the host's series marks it
+        await pipe.execute()
         return drop.public(self._clock.now_ms())
 
     async def _book(self, rk: RoomKeys, drop_id: str, starts: int, ends: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
         pipe.sadd(rk.drops, drop_id)
-        pipe.sadd(rk.metric("drops"), drop_id)  # kept after the drop ends: the host's series marks it
         pipe.sadd(self._keys.active_drops, drop_id)
         pipe.zadd(self._keys.schedule, {f"start:{drop_id}": starts, f"end:{drop_id}": ends})
         await pipe.execute()
@@ -252,18 +260,30 @@ class SeckillService:
             return []
         hashes = await asyncio.gather(*(self._redis.hgetall(self._keys.drop(i).meta) for i in ids))
         now = self._clock.now_ms()
-        drops = [Drop.from_hash(h) for h in hashes if h]
+        drops = [d for d in (Drop.from_hash(h) for h in hashes if h) if d.room == room_id]
         return [d.message(now) for d in sorted(drops, key=lambda d: d.starts) if d.status(now) != "ended"]
 
     async def history(self, room_id: str) -> list[Drop]:
-        """Every drop the room ever had, ended ones too, by start (the host's metrics)."""
+        """Every drop the room ever had, ended ones too, by start (the host's metrics, read every
+        second).  Settled drops (ended, nothing left to pay) never change again: read once."""
         ids = sorted(await self._redis.smembers(self._keys.room(room_id).metric("drops")))
-        if not ids:
-            return []
-        pipe = self._redis.pipeline(transaction=False)
-        for i in ids:
-            pipe.hgetall(self._keys.drop(i).meta)
-        return sorted((Drop.from_hash(h) for h in await pipe.execute() if h), key=lambda d: (d.starts, d.id))
+        fresh = [i for i in ids if i not in self._settled]
+        loaded: dict[str, Drop] = {}
+        if fresh:
+            pipe = self._redis.pipeline(transaction=False)
+            for i in fresh:
+                pipe.hgetall(self._keys.drop(i).meta)
+            now = self._clock.now_ms()
+            if len(self._settled) > SETTLED_CACHE:
+                self._settled.clear()
+            for h in await pipe.execute():
+                if h:
+                    d = Drop.from_hash(h)
+                    loaded[d.id] = d
+                    if d.status(now) == "ended" and d.pending == 0:
+                        self._settled[d.id] = d
+        drops = (self._settled.get(i) or loaded.get(i) for i in ids)
+        return sorted((d for d in drops if d is not None and d.room == room_id), key=lambda d: (d.starts, d.id))
 
     # -- node-local view -------------------------------------------------------------
 
