@@ -211,7 +211,7 @@ class Session:
             await node.broker.subscribe(room.room_id)
             online = await node.presence.sync(room.room_id, principal.user)
             if online is not None:  # the user entered the room (their first connection on this node)
-                await node.room_metrics.entered(room.room_id, principal.user)
+                node.room_metrics.entered(room.room_id, principal.user)
             state = await node.danmaku.join_state(room.room_id, principal.user, hello.last_seq)
             drops = [*await node.seckill.room_drops(room.room_id), *await node.packets.room_packets(room.room_id)]
             if online is None:
@@ -369,7 +369,7 @@ class Session:
         empty, _ = node.hub.remove(conn)
         try:
             if await node.presence.sync(conn.room, conn.user) is not None:
-                await node.room_metrics.left(conn.room)
+                node.room_metrics.left(conn.room)
         except _REDIS_DOWN as exc:  # retried by the presence heartbeat
             log.warning("presence leave failed for %s in %s: %s", conn.user, conn.room, exc)
         if empty:

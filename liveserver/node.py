@@ -12,6 +12,8 @@ import logging
 import secrets
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from .broker import Broker
 from .clock import Clock
 from .danmaku import api as danmaku_api
@@ -185,6 +187,10 @@ class Node:
             except Exception:  # a task that died of a bug must not stop the shutdown
                 log.exception("background task %s had failed", task.get_name())
         await self.presence.leave_all()
+        try:  # the last second of entries and funnel events
+            await self.room_metrics.flush()
+        except (RedisError, OSError) as exc:
+            log.warning("metrics not written at shutdown: %s", exc)
         await self.fanout.close()
         await self.seckill.batcher.close()
         await self.packets.batcher.close()

@@ -119,9 +119,11 @@ class Settings:
     alert_low_stock: int = 10  # a live sale with fewer left than this
     alert_unpaid_min: int = 20  # at least this many orders waiting for payment ...
     alert_unpaid_ratio: float = 0.5  # ... and at least this share of the orders taken
+    alert_clear_s: float = 10.0  # an alert clears once its condition has not held this long
 
-    # Pages: the host dashboard and the viewer page under /app/ (static files; they need a token)
-    serve_pages: bool = True
+    # Pages: the host dashboard and the viewer page under /app/ (static files; they need a token).
+    # On with --dev (the contract's demo pages); without it only when asked for.
+    serve_pages: bool = False
 
     # HTTP
     http_write_rate: float = 20.0  # mutating requests per second per user (token bucket in Redis)
@@ -158,6 +160,7 @@ class Settings:
             values["redis_cluster"] = True
         values.update(_tunables_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("serve_pages", bool(values.get("dev")))
 
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])

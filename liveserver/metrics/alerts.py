@@ -2,9 +2,10 @@
 
 Four rules, each with thresholds in :class:`AlertRules` (settings ``alert_*``):
 
-- ``online_drop``: online fell by ``online_drop_pct`` % or more below its
-  highest point of the last ``online_window_s`` seconds (rooms whose highest
-  point is below ``online_min`` are too small to judge).
+- ``online_drop``: while the room is live, online fell by ``online_drop_pct``
+  % or more below its highest point of the last ``online_window_s`` seconds
+  (rooms whose highest point is below ``online_min`` are too small to judge;
+  an ended room's audience leaving is no alarm).
 - ``no_paid_orders``: a flash sale is live and no order has been paid for
   ``no_paid_s`` seconds (counted from the later of the last payment and the
   start of the earliest live sale).
@@ -13,9 +14,10 @@ Four rules, each with thresholds in :class:`AlertRules` (settings ``alert_*``):
   for payment, and they are at least ``unpaid_ratio`` of the orders taken
   (pending ÷ (pending + paid)).
 
-An alert fires when its condition starts to hold and clears when it stops
-holding; :class:`AlertTracker` turns the conditions seen at each push into
-those two events.
+An alert fires when its condition starts to hold and clears once it has not
+held for ``clear_after_s`` (so that a figure hovering at a threshold does not
+fire and clear every second); :class:`AlertTracker` turns the conditions seen
+at each push into those two events.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ class AlertRules:
     low_stock: int = 10
     unpaid_min: int = 20
     unpaid_ratio: float = 0.5
+    clear_after_s: float = 10.0
 
     @classmethod
     def from_settings(cls, s: Any) -> AlertRules:
         return cls(
             online_drop_pct=s.alert_online_drop_pct, online_window_s=s.alert_online_window_s,
             online_min=s.alert_online_min, no_paid_s=s.alert_no_paid_s, low_stock=s.alert_low_stock,
-            unpaid_min=s.alert_unpaid_min, unpaid_ratio=s.alert_unpaid_ratio,
+            unpaid_min=s.alert_unpaid_min, unpaid_ratio=s.alert_unpaid_ratio, clear_after_s=s.alert_clear_s,
         )
 
 
@@ -81,11 +84,13 @@ def _alert(alert_id: str, kind: str, severity: str, message: str, value: float, 
 
 
 def evaluate(
-    rules: AlertRules, *, now_ms: int, online: int, recent_peak: int, sales: list[SaleState], last_paid_ms: int
+    rules: AlertRules, *, now_ms: int, online: int, recent_peak: int, room_live: bool, sales: list[SaleState],
+    last_paid_ms: int,
 ) -> dict[str, dict[str, Any]]:
     """The alerts whose condition holds now, by ``alert_id``."""
     out: dict[str, dict[str, Any]] = {}
-    if recent_peak >= rules.online_min and online <= recent_peak * (1 - rules.online_drop_pct / 100):
+    dropped = online <= recent_peak * (1 - rules.online_drop_pct / 100)
+    if room_live and recent_peak >= rules.online_min and dropped:
         drop_pct = round(100 * (recent_peak - online) / recent_peak, 1)
         out["online_drop"] = _alert(
             "online_drop", "online_drop", "critical",
@@ -125,20 +130,27 @@ class AlertTracker:
     """One room's firing alerts on this node: what changed since the last push."""
 
     active: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quiet_since: dict[str, int] = field(default_factory=dict)  # firing alerts whose condition stopped holding
     online: OnlineWindow = field(default_factory=OnlineWindow)
+    seen: float = 0.0  # monotonic time of the last push to a host of the room
 
-    def update(self, now_ms: int, current: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """The ``alert`` messages to send: ``firing`` for new alerts, ``cleared`` for ended ones.
-        A firing alert keeps its ``since_ms``; its figures follow the latest evaluation."""
+    def update(self, now_ms: int, current: dict[str, dict[str, Any]], clear_after_ms: int = 0) -> list[dict[str, Any]]:
+        """The ``alert`` messages to send: ``firing`` for new alerts, ``cleared`` for alerts whose
+        condition has not held for ``clear_after_ms``.  A firing alert keeps its ``since_ms``;
+        its figures follow the latest evaluation that found it."""
         events: list[dict[str, Any]] = []
         for alert_id, alert in current.items():
             known = self.active.get(alert_id)
+            self.quiet_since.pop(alert_id, None)
             self.active[alert_id] = {**alert, "status": "firing", "since_ms": known["since_ms"] if known else now_ms}
             if known is None:
                 events.append({"type": "alert", **self.active[alert_id], "ts_ms": now_ms})
         for alert_id in [a for a in self.active if a not in current]:
-            ended = self.active.pop(alert_id)
-            events.append({"type": "alert", **ended, "status": "cleared", "ts_ms": now_ms})
+            quiet = self.quiet_since.setdefault(alert_id, now_ms)
+            if now_ms - quiet >= clear_after_ms:
+                del self.quiet_since[alert_id]
+                ended = self.active.pop(alert_id)
+                events.append({"type": "alert", **ended, "status": "cleared", "ts_ms": now_ms})
         return events
 
     def firing(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ routes = web.RouteTableDef()
 async def on_funnel(session: Session, msg: Funnel) -> None:
     """``exposure``, ``click``, ``cart``: counted, no reply."""
     assert session.conn is not None
-    await session.node.room_metrics.funnel(session.conn.room, session.conn.user, msg.kind, msg.product_id)
+    session.node.room_metrics.funnel(session.conn.room, session.conn.user, msg.kind, msg.product_id)
 
 
 commands: dict[type, Command] = {Funnel: on_funnel}

@@ -41,16 +41,19 @@ _LEVELS = ("online",)
 
 
 def windows(series: dict[str, list[int]], minutes: int = 5) -> dict[str, Any]:
-    """The last ``minutes`` minutes of each per-minute series (the current minute included)
-    against the ``minutes`` before them, with the relative change (``None`` when there was
-    nothing before to compare with)."""
+    """The last ``minutes`` complete minutes of each per-minute series (the current minute,
+    still counting, is left out) against the ``minutes`` before them, with the relative change.
+    ``change`` is ``None`` until both windows are complete (a room younger than 2 x ``minutes``
+    + 1 minutes), and where the earlier window is 0."""
 
     def value(name: str, values: list[int]) -> int | float:
         if name in _LEVELS:
             return round(sum(values) / len(values), 1) if values else 0
         return sum(values)
 
-    last = {name: value(name, v[-minutes:]) for name, v in series.items()}
-    prev = {name: value(name, v[-2 * minutes:-minutes]) for name, v in series.items()}
-    change = {name: round((last[name] - prev[name]) / prev[name], 4) if prev[name] else None for name in series}
+    last = {name: value(name, v[-minutes - 1:-1]) for name, v in series.items()}
+    prev = {name: value(name, v[-2 * minutes - 1:-minutes - 1]) for name, v in series.items()}
+    complete = {name: len(v) >= 2 * minutes + 1 for name, v in series.items()}
+    change = {name: round((last[name] - prev[name]) / prev[name], 4) if complete[name] and prev[name] else None
+              for name in series}
     return {"minutes": minutes, "last": last, "previous": prev, "change": change}

@@ -22,6 +22,12 @@ Where each number comes from:
   room's recent online samples; ``alert`` messages go to the hosts when one
   fires or clears, and the body lists those firing.
 
+Events are tallied in memory (:mod:`.tally`) and written once a second (and
+before a read on this node): a few commands per room rather than a few per
+event, as at a flash sale's peak a node sees thousands of orders a second.  A
+node that dies loses at most its last second of entries and funnel events;
+stream entries are acknowledged only after their counts are written.
+
 Distinct counts are HyperLogLogs (about 0.8 % standard error); counts and money
 are exact.  Series are per epoch minute.
 """
@@ -43,6 +49,7 @@ from ..seckill.service import Drop
 from ..tasks import reraise_if_cancelling
 from .alerts import AlertRules, AlertTracker, SaleState, evaluate
 from .ratios import ratios, windows
+from .tally import Tally
 
 __all__ = ["RoomMetrics"]
 
@@ -51,6 +58,8 @@ log = logging.getLogger(__name__)
 SERIES = ("online", "enter", "leave", "gmv_cents", "order_count", "danmaku")
 GROUP = "metrics"
 SERIES_MINUTES = 240  # the series cover the last four hours of the room at most
+ENDED_DROPS_SHOWN = 20  # the body's ``drops``: those not ended, and the last ones that ended
+PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
 
 
 def _minute(ms: int) -> int:
@@ -85,56 +94,63 @@ class RoomMetrics:
         self._node_id = node_id
         self._rules = rules
         self._drops_of = drops_of  # SeckillService.history
-        self._alerts: dict[str, AlertTracker] = {}  # rooms whose hosts this node pushes to
+        #: rooms whose hosts this node pushes to, kept a while after their last host left (a
+        #: dashboard reload keeps its alerts and its online baseline)
+        self._alerts: dict[str, AlertTracker] = {}
         self._last_tick = time.monotonic()
+        self._tally = Tally()
         self.pushed = 0
         self.alerts_sent = 0
 
     # -- counting ------------------------------------------------------------------------
 
-    async def entered(self, room: str, user: str) -> None:
+    def entered(self, room: str, user: str) -> None:
         k = self._keys.room(room)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.pfadd(k.metric("uv"), user)
-        pipe.incr(k.metric("pv"))
-        pipe.hincrby(k.metric("s:enter"), _minute(self._clock.now_ms()), 1)
-        await pipe.execute()
+        self._tally.add(k.metric("uv"), user)
+        self._tally.count(k.metric("counts"), "pv")
+        self._tally.count(k.metric("s:enter"), _minute(self._clock.now_ms()))
 
-    async def left(self, room: str) -> None:
-        await self._redis.hincrby(self._keys.room(room).metric("s:leave"), _minute(self._clock.now_ms()), 1)
+    def left(self, room: str) -> None:
+        self._tally.count(self._keys.room(room).metric("s:leave"), _minute(self._clock.now_ms()))
 
-    async def funnel(self, room: str, user: str, kind: str, product_id: str) -> None:
+    def funnel(self, room: str, user: str, kind: str, product_id: str) -> None:
         """``exposure``, ``click`` or ``cart`` of a product by a viewer."""
         k = self._keys.room(room)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.pfadd(k.metric(f"{kind}_uv"), user)
-        pipe.pfadd(k.product_metric(product_id, f"{kind}_uv"), user)
-        pipe.hincrby(k.metric("counts"), kind, 1)
-        pipe.sadd(k.metric("products"), product_id)
-        await pipe.execute()
+        self._tally.add(k.metric(f"{kind}_uv"), user)
+        self._tally.add(k.product_metric(product_id, f"{kind}_uv"), user)
+        self._tally.count(k.metric("counts"), kind)
+        self._tally.add(k.metric("products"), product_id, plain_set=True)
 
-    async def tick(self) -> None:
+    def tick(self) -> None:
         """Once a second: watch time, the online series and peak, for the rooms this node holds."""
         now = time.monotonic()
         elapsed_ms = int((now - self._last_tick) * 1000)
         self._last_tick = now
         minute = _minute(self._clock.now_ms())
-        rooms = self._hub.rooms()
-        if not rooms:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for room in rooms:
+        for room in self._hub.rooms():
             k = self._keys.room(room)
-            pipe.incrby(k.metric("watch_ms"), elapsed_ms * len(self._hub.users(room)))
+            self._tally.count(k.metric("counts"), "watch_ms", elapsed_ms * len(self._hub.users(room)))
             online = self._online.get(room)
             if online is not None:
-                pipe.hset(k.metric("s:online"), minute, online)
-                pipe.zadd(k.metric("peak"), {"peak": online}, gt=True)
-        await pipe.execute()
+                self._tally.put(k.metric("s:online"), minute, online)
+                self._tally.highest(k.metric("peak"), "peak", online)
+
+    async def flush(self) -> None:
+        """Write what this node tallied since the last flush."""
+        tally, self._tally = self._tally, Tally()
+        if not tally:
+            return
+        try:
+            await tally.write(self._redis)
+        except BaseException:
+            self._tally.absorb(tally)
+            raise
 
     async def consume_orders(self) -> None:
         """Read the order and wallet streams as one consumer of their ``metrics`` groups (forever):
-        each entry is counted by one node, at least once."""
+        each entry is counted by one node, at least once.  Entries are acknowledged after their
+        counts are written; the ones read but not acknowledged (a failed write) are read again
+        first, and those a dead node left (idle over a minute) are claimed every 30 s."""
         count = {self._keys.orders_stream: self._count_orders, self._keys.wallet_stream: self._count_claims}
         for stream in count:
             try:
@@ -142,85 +158,101 @@ class RoomMetrics:
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+        backlog, next_claim = True, time.monotonic() + 30
         while True:
             reraise_if_cancelling()
             try:
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + 30
+                    for stream in count:
+                        await self._redis.xautoclaim(stream, GROUP, self._node_id, 60_000, count=1000, justid=True)
+                    backlog = True
                 batches = await self._redis.xreadgroup(
-                    GROUP, self._node_id, dict.fromkeys(count, ">"), count=500, block=1000
+                    GROUP, self._node_id, dict.fromkeys(count, "0" if backlog else ">"), count=1000,
+                    block=None if backlog else 1000,
                 )
+                if backlog and not any(entries for _, entries in batches or []):
+                    backlog = False
+                for stream, entries in batches or []:
+                    if entries:
+                        tally = Tally()
+                        for _, f in entries:
+                            count[stream](tally, f)
+                        await tally.write(self._redis)
+                        await self._redis.xack(stream, GROUP, *[eid for eid, _ in entries])
             except (RedisError, OSError) as exc:
                 reraise_if_cancelling()
                 log.warning("order stream read failed: %s", exc)
+                backlog = True
                 await asyncio.sleep(1)
-                continue
-            for stream, entries in batches or []:
-                if entries:
-                    await count[stream](entries)
-                    await self._redis.xack(stream, GROUP, *[eid for eid, _ in entries])
 
-    async def _count_claims(self, entries: list[tuple[str, dict[str, str]]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for _, f in entries:
-            if f.get("kind") == "claim":
-                counts = self._keys.room(f["room_id"]).metric("counts")
-                pipe.hincrby(counts, "red_packet_claims", 1)
-                pipe.hincrby(counts, "red_packet_cents", int(f["amount_cents"]))
-        await pipe.execute()
-
-    async def _count_orders(self, entries: list[tuple[str, dict[str, str]]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for _, f in entries:
-            k = self._keys.room(f["room_id"])
-            minute = _minute(int(float(f["at_ms"])))
-            product = f.get("product_id") or ""
-            cents = int(f["price_cents"]) * int(f["qty"])
-            if f["status"] == "pending":
-                pipe.hincrby(k.metric("counts"), "order_count", 1)
-                pipe.pfadd(k.metric("order_uv"), f["user"])
-                pipe.hincrby(k.metric("s:order_count"), minute, 1)
-                if product:
-                    pipe.hincrby(k.metric("counts"), f"p:{product}:order_count", 1)
-            elif f["status"] == "paid":
-                pipe.hincrby(k.metric("counts"), "paid_count", 1)
-                pipe.hincrby(k.metric("counts"), "gmv_cents", cents)
-                pipe.pfadd(k.metric("buyer_uv"), f["user"])
-                pipe.hincrby(k.metric("s:gmv_cents"), minute, cents)
-                pipe.zadd(k.metric("peak"), {"last_paid": int(float(f["at_ms"]))}, gt=True)
-                if product:
-                    pipe.hincrby(k.metric("counts"), f"p:{product}:paid_count", 1)
-                    pipe.hincrby(k.metric("counts"), f"p:{product}:gmv_cents", cents)
+    def _count_orders(self, tally: Tally, f: dict[str, str]) -> None:
+        k = self._keys.room(f["room_id"])
+        counts = k.metric("counts")
+        at = int(float(f["at_ms"]))
+        product = f.get("product_id") or ""
+        cents = int(f["price_cents"]) * int(f["qty"])
+        if f["status"] == "pending":
+            tally.count(counts, "order_count")
+            tally.add(k.metric("order_uv"), f["user"])
+            tally.count(k.metric("s:order_count"), _minute(at))
             if product:
-                pipe.sadd(k.metric("products"), product)
-        await pipe.execute()
+                tally.count(counts, f"p:{product}:order_count")
+        elif f["status"] == "paid":
+            tally.count(counts, "paid_count")
+            tally.count(counts, "gmv_cents", cents)
+            tally.add(k.metric("buyer_uv"), f["user"])
+            tally.count(k.metric("s:gmv_cents"), _minute(at), cents)
+            tally.highest(k.metric("peak"), "last_paid", at)
+            if product:
+                tally.count(counts, f"p:{product}:paid_count")
+                tally.count(counts, f"p:{product}:gmv_cents", cents)
+        if product:
+            tally.add(k.metric("products"), product, plain_set=True)
+
+    def _count_claims(self, tally: Tally, f: dict[str, str]) -> None:
+        if f.get("kind") == "claim":
+            counts = self._keys.room(f["room_id"]).metric("counts")
+            tally.count(counts, "red_packet_claims")
+            tally.count(counts, "red_packet_cents", int(f["amount_cents"]))
 
     # -- reading -----------------------------------------------------------------------------
 
     async def body(self, room_id: str, online: int) -> dict[str, Any]:
-        """The contract's ``metrics`` body for ``room_id``, with the windows, the markers, the
-        room's drops and the alerts firing (as this node last judged them)."""
+        """The contract's ``metrics`` body for ``room_id`` (``GET .../metrics``), with the alerts as
+        this node last judged them, or, with no host of the room here, judged now."""
+        drops = await self._drops_of(room_id)
+        body = await self._read(room_id, online, drops)
+        tracker = self._alerts.get(room_id)
+        if tracker is not None:
+            body["alerts"] = tracker.firing()
+        else:  # judged now, without the online history a push keeps
+            current = self._evaluate(body, online, drops)
+            body["alerts"] = [{**a, "status": "firing", "since_ms": None} for _, a in sorted(current.items())]
+        return body
+
+    async def _read(self, room_id: str, online: int, drops: list[Drop]) -> dict[str, Any]:
+        """The body without ``alerts``: one pipeline, and one more for the products."""
+        await self.flush()  # this node's own events are in what it reads
         k = self._keys.room(room_id)
         pipe = self._redis.pipeline(transaction=False)
         for name in ("uv", "exposure_uv", "click_uv", "order_uv", "buyer_uv", "cart_uv"):
             pipe.pfcount(k.metric(name))
-        pipe.get(k.metric("pv"))
-        pipe.get(k.metric("watch_ms"))
-        pipe.zscore(k.metric("peak"), "peak")
+        pipe.zmscore(k.metric("peak"), ["peak", "last_paid"])
         pipe.hgetall(k.metric("counts"))
         pipe.smembers(k.metric("products"))
         pipe.get(k.likes)
         pipe.get(k.seq)
         pipe.get(k.thinned)
-        pipe.hget(k.meta, "started_ms")
+        pipe.hmget(k.meta, ["started_ms", "status"])
         pipe.hgetall(k.products)
         pipe.zrange(k.metric("markers"), 0, -1)
         for name in SERIES:
             pipe.hgetall(k.metric(f"s:{name}"))
-        (uv, exposure_uv, click_uv, order_uv, buyer_uv, cart_uv, pv, watch_ms, peak, raw_counts, funnel_products,
-         likes, danmaku, thinned, started_ms, raw_catalog, logged_markers, *raw_series) = await pipe.execute()
-        drops = await self._drops_of(room_id)
-        pv, watch_ms, peak = int(pv or 0), int(watch_ms or 0), int(peak or 0)
+        (uv, exposure_uv, click_uv, order_uv, buyer_uv, cart_uv, (peak, last_paid), raw_counts, funnel_products,
+         likes, danmaku, thinned, (started_ms, status), raw_catalog, logged_markers, *raw_series) = await pipe.execute()
         counts = {key: int(v) for key, v in raw_counts.items()}
-        likes, danmaku, thinned = int(likes or 0), int(danmaku or 0), int(thinned or 0)
+        pv, watch_ms = counts.get("pv", 0), counts.get("watch_ms", 0)
         catalog = {p: json.loads(raw) for p, raw in raw_catalog.items()}
         now = self._clock.now_ms()
         started = int(started_ms) if started_ms else now
@@ -230,26 +262,24 @@ class RoomMetrics:
         c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
              "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0)}
         body: dict[str, Any] = {
-            "room_id": room_id, "ts_ms": now, "online": online, "peak_online": max(peak, online),
-            "uv": uv, "pv": pv, "likes": likes, "danmaku": danmaku,
-            "exposure_uv": exposure_uv, "click_uv": click_uv, "cart_uv": cart_uv,
+            "room_id": room_id, "ts_ms": now, "room_status": status, "online": online,
+            "peak_online": max(int(peak or 0), online), "uv": uv, "pv": pv, "likes": int(likes or 0),
+            "danmaku": int(danmaku or 0), "exposure_uv": exposure_uv, "click_uv": click_uv, "cart_uv": cart_uv,
             "order_count": counts.get("order_count", 0), "order_uv": order_uv,
             "paid_count": counts.get("paid_count", 0), "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0),
+            "last_paid_at_ms": int(last_paid) if last_paid else None,
             "red_packet_claims": counts.get("red_packet_claims", 0),
             "red_packet_cents": counts.get("red_packet_cents", 0),
-            "danmaku_thinned": thinned, "series_start_minute": first, **ratios(c),
+            "danmaku_thinned": int(thinned or 0), "series_start_minute": first, **ratios(c),
         }
-        body["products"] = await self._products(k, sorted(set(funnel_products) | set(catalog)), counts, catalog, drops)
+        body["products"] = await self._products(k, sorted(set(funnel_products) | set(catalog)), counts, catalog,
+                                                 drops, now)
         body["series"] = series
         body["windows"] = windows(series)
         body["markers"] = self._markers(logged_markers, drops, first * 60_000, now)
-        body["drops"] = [{"kind": d.kind, **d.public(now)} for d in drops]
-        tracker = self._alerts.get(room_id)
-        if tracker is not None:
-            body["alerts"] = tracker.firing()
-        else:  # no host here: judged now, without the online history a push keeps
-            current = self._evaluate(now, online, online, drops, await self._last_paid(k))
-            body["alerts"] = [{**a, "status": "firing", "since_ms": None} for _, a in sorted(current.items())]
+        ended = [d for d in drops if d.status(now) == "ended"]
+        shown = [d for d in drops if d.status(now) != "ended" or d in ended[-ENDED_DROPS_SHOWN:]]
+        body["drops"] = [{"kind": d.kind, **d.public(now)} for d in shown]
         return body
 
     @staticmethod
@@ -268,7 +298,7 @@ class RoomMetrics:
         return sorted(marks, key=lambda e: (e["at_ms"], e["kind"]))
 
     async def _products(self, k: Any, products: list[str], counts: dict[str, int], catalog: dict[str, Any],
-                        drops: list[Drop]) -> list[dict[str, Any]]:
+                        drops: list[Drop], now: int) -> list[dict[str, Any]]:
         if not products:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -276,7 +306,6 @@ class RoomMetrics:
             pipe.pfcount(k.product_metric(p, "exposure_uv"))
             pipe.pfcount(k.product_metric(p, "click_uv"))
         r = await pipe.execute()
-        now = self._clock.now_ms()
         out = []
         for i, p in enumerate(products):
             row = {"product_id": p, "exposure_uv": int(r[2 * i]), "click_uv": int(r[2 * i + 1]),
@@ -292,44 +321,54 @@ class RoomMetrics:
 
     # -- alerts and the push -------------------------------------------------------------------
 
-    async def _judge(self, room: str, online: int) -> list[dict[str, Any]]:
-        """Evaluate the alert rules for ``room``; the ``alert`` messages to send."""
-        tracker = self._alerts.setdefault(room, AlertTracker())
-        now = self._clock.now_ms()
-        recent_peak = tracker.online.add(now, online, int(self._rules.online_window_s * 1000))
-        last_paid = await self._last_paid(self._keys.room(room))
-        return tracker.update(now, self._evaluate(now, online, recent_peak, await self._drops_of(room), last_paid))
-
-    async def _last_paid(self, k: Any) -> int:
-        return int(await self._redis.zscore(k.metric("peak"), "last_paid") or 0)
-
-    def _evaluate(self, now: int, online: int, recent_peak: int, drops: list[Drop],
-                  last_paid: int) -> dict[str, dict[str, Any]]:
+    def _evaluate(self, body: dict[str, Any], recent_peak: int, drops: list[Drop]) -> dict[str, dict[str, Any]]:
+        now = body["ts_ms"]
         sales = [SaleState(d.id, d.product, d.status(now), d.left, d.pending, d.paid, d.starts)
                  for d in drops if d.kind == "sale"]
-        return evaluate(self._rules, now_ms=now, online=online, recent_peak=recent_peak, sales=sales,
-                        last_paid_ms=last_paid)
+        return evaluate(self._rules, now_ms=now, online=body["online"], recent_peak=recent_peak,
+                        room_live=body["room_status"] == "live", sales=sales,
+                        last_paid_ms=body["last_paid_at_ms"] or 0)
+
+    async def _push_room(self, room: str, online_of: Any) -> None:
+        online = await online_of(room)
+        drops = await self._drops_of(room)
+        body = await self._read(room, online, drops)
+        tracker = self._alerts.setdefault(room, AlertTracker())
+        tracker.seen = time.monotonic()
+        recent_peak = tracker.online.add(body["ts_ms"], online, int(self._rules.online_window_s * 1000))
+        events = tracker.update(body["ts_ms"], self._evaluate(body, recent_peak, drops),
+                                int(self._rules.clear_after_s * 1000))
+        for event in events:
+            self._hub.deliver(room, event, hosts_only=True)
+        self.alerts_sent += len(events)
+        body["alerts"] = tracker.firing()
+        self._hub.deliver(room, {"type": "metrics", **body}, hosts_only=True)
+        self.pushed += 1
 
     async def push(self, online_of: Any) -> None:
-        """Send ``metrics`` (and ``alert`` when one fires or clears) to the hosts on this node."""
+        """Send ``metrics`` (and ``alert`` when one fires or clears) to the hosts on this node,
+        a few rooms at a time; a room that fails is logged and does not hold up the others."""
         rooms = [r for r in self._hub.rooms() if any(c.is_host for c in self._hub.room_connections(r))]
-        for room in set(self._alerts) - set(rooms):  # no host here any more: judge afresh next time
+        forget_before = time.monotonic() - self._rules.online_window_s - 60
+        for room in [r for r, t in self._alerts.items() if t.seen < forget_before and r not in rooms]:
             del self._alerts[room]
-        for room in rooms:
-            online = await online_of(room)
-            for event in await self._judge(room, online):
-                self._hub.deliver(room, event, hosts_only=True)
-                self.alerts_sent += 1
-            body = await self.body(room, online)
-            self._hub.deliver(room, {"type": "metrics", **body}, hosts_only=True)
-            self.pushed += 1
+        for i in range(0, len(rooms), PUSH_CONCURRENCY):
+            chunk = rooms[i:i + PUSH_CONCURRENCY]
+            results = await asyncio.gather(*(self._push_room(r, online_of) for r in chunk), return_exceptions=True)
+            reraise_if_cancelling()
+            for room, result in zip(chunk, results, strict=True):
+                if isinstance(result, (RedisError, OSError)):
+                    log.warning("metrics push for room %s failed: %s", room, result)
+                elif isinstance(result, BaseException):
+                    log.error("metrics push for room %s failed", room, exc_info=result)
 
     async def run(self, online_of: Any) -> None:
         while True:
             reraise_if_cancelling()
             await asyncio.sleep(1.0)
             try:
-                await self.tick()
+                self.tick()
+                await self.flush()
                 await self.push(online_of)
             except (RedisError, OSError) as exc:
                 reraise_if_cancelling()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 __all__ = ["DropKeys", "Keyspace", "PacketKeys", "RoomKeys", "NODE_SET_TTL_MS"]
 
 #: The fixed live-metrics keys of a room (RoomKeys.metric), expired with the room.
-METRIC_KEYS = ("uv", "pv", "watch_ms", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",
+METRIC_KEYS = ("uv", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",
                "order_uv", "buyer_uv", "s:online", "s:enter", "s:leave", "s:gmv_cents", "s:order_count", "s:danmaku",
                "markers", "drops")
 
@@ -124,8 +124,8 @@ class RoomKeys:
         return f"{self.tag}:packets"
 
     def metric(self, name: str) -> str:
-        """A live-metrics key: ``uv``/``exposure_uv``/... (HyperLogLog), ``pv``, ``watch_ms``,
-        ``counts`` (HASH), ``peak`` (ZSET of running maxima: ``peak`` online, ``last_paid`` ms),
+        """A live-metrics key: ``uv``/``exposure_uv``/... (HyperLogLog), ``counts`` (HASH: ``pv``,
+        ``watch_ms``, orders, GMV, funnel events ...), ``peak`` (ZSET of running maxima: ``peak`` online, ``last_paid`` ms),
         ``products`` (SET), ``s:<series>`` (HASH epoch minute -> value), ``markers`` (ZSET of event
         JSON by ms: pins, red packets), ``drops`` (SET of every drop the room ever had)."""
         return f"{self.tag}:m:{name}"

@@ -260,6 +260,20 @@ async def test_metrics_time_lua_calls_count_redis_errors_and_watch_the_loop(
     assert 0 <= m[("liveserver_event_loop_lag_last_seconds", frozenset())] < 1
 
 
+async def test_pages_are_served_only_when_turned_on(start_node: StartNode) -> None:
+    off = await start_node()
+    status, body = await raw(off, "GET", "/app/viewer.html")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    on = await start_node(serve_pages=True)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(on.base_url + "/", allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"] == "/app/"
+        async with s.get(on.base_url + "/app/viewer.html") as r:
+            assert r.status == 200 and "data-testid=\"grab\"" in await r.text()
+        async with s.get(on.base_url + "/app/../../pyproject.toml") as r:
+            assert r.status in (403, 404)
+
+
 async def test_dev_tokens_only_in_dev(start_node: StartNode) -> None:
     prod = await start_node()
     status, body = await raw(prod, "POST", "/api/v1/dev/tokens", data=b'{"sub": "a"}')

@@ -63,7 +63,7 @@ async def _live_room(node: RunningNode, host: str) -> tuple[HostClient, str]:
 
 
 async def test_viewer_grabs_and_claims_and_the_dashboard_follows(start_node: StartNode, browser: Browser) -> None:
-    node = await start_node(dev=True, **FAST)
+    node = await start_node(dev=True, serve_pages=True, **FAST)
     h, room = await _live_room(node, "pw-host")
     dash, dash_errors = await _page(browser, f"{node.base_url}/app/dashboard.html?room={room}", 1400, 1000)
     view, view_errors = await _page(browser, f"{node.base_url}/app/viewer.html?room={room}", 420, 900)
@@ -121,7 +121,7 @@ async def test_viewer_grabs_and_claims_and_the_dashboard_follows(start_node: Sta
 async def test_pages_need_a_token_outside_dev_and_hosts_only_see_metrics(
     start_node: StartNode, browser: Browser
 ) -> None:
-    node = await start_node(**FAST)  # not --dev: no token is minted for the page
+    node = await start_node(serve_pages=True, **FAST)  # not --dev: no token is minted for the page
     h, room = await _live_room(node, "pw-host2")
     view, _ = await _page(browser, f"{node.base_url}/app/viewer.html?room={room}", 420, 900)
     await expect(view.locator("#token-box")).to_contain_text("Paste a viewer token")

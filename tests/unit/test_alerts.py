@@ -16,9 +16,9 @@ def sale(status: str = "live", left: int = 100, pending: int = 0, paid: int = 0,
 
 
 def judge(online: int = 100, recent_peak: int = 100, sales: list[SaleState] | None = None,
-          last_paid_ms: int = 0) -> dict[str, dict]:
-    return evaluate(RULES, now_ms=NOW, online=online, recent_peak=recent_peak, sales=sales or [],
-                    last_paid_ms=last_paid_ms)
+          last_paid_ms: int = 0, room_live: bool = True) -> dict[str, dict]:
+    return evaluate(RULES, now_ms=NOW, online=online, recent_peak=recent_peak, room_live=room_live,
+                    sales=sales or [], last_paid_ms=last_paid_ms)
 
 
 def test_online_drop_fires_at_the_threshold_and_not_in_small_rooms() -> None:
@@ -27,6 +27,7 @@ def test_online_drop_fires_at_the_threshold_and_not_in_small_rooms() -> None:
     assert alert["value"] == 20.0 and alert["baseline"] == 100 and alert["online"] == 80
     assert alert["severity"] == "critical" and "100 -> 80" in alert["message"]
     assert judge(online=5, recent_peak=19) == {}  # below online_min: too small to judge
+    assert judge(online=10, recent_peak=100, room_live=False) == {}  # an ended room's audience leaves
 
 
 def test_no_paid_orders_counts_from_the_later_of_last_payment_and_sale_start() -> None:
@@ -68,6 +69,18 @@ def test_tracker_fires_once_keeps_since_and_clears() -> None:
     assert t.firing() == []
 
 
+def test_tracker_clears_only_after_the_condition_stayed_away() -> None:
+    t = AlertTracker()
+    low = judge(sales=[sale(left=9)], last_paid_ms=NOW)
+    assert len(t.update(NOW, low, clear_after_ms=5000)) == 1
+    assert t.update(NOW + 1000, {}, clear_after_ms=5000) == []  # stock back at 10 for a moment
+    assert t.update(NOW + 2000, low, clear_after_ms=5000) == []  # and down again: still the same alert
+    assert t.update(NOW + 3000, {}, clear_after_ms=5000) == []
+    assert t.update(NOW + 7000, {}, clear_after_ms=5000) == []  # quiet for 4 s only
+    (cleared,) = t.update(NOW + 8000, {}, clear_after_ms=5000)
+    assert cleared["status"] == "cleared" and cleared["since_ms"] == NOW
+
+
 def test_online_window_peak_slides() -> None:
     w = OnlineWindow()
     assert w.add(0, 100, 60_000) == 100
@@ -76,10 +89,18 @@ def test_online_window_peak_slides() -> None:
     assert w.add(62_000, 90, 60_000) == 70
 
 
-def test_windows_sum_flows_and_average_levels() -> None:
-    series = {"online": [10] * 5 + [20] * 5, "gmv_cents": [0] * 5 + [100] * 5, "enter": [1] * 3}
+def test_windows_compare_complete_minutes_only() -> None:
+    # 11 minutes: 5 complete at 10 online / 0 GMV, 5 complete at 20 / 100, then the current minute
+    series = {"online": [10] * 5 + [20] * 5 + [99], "gmv_cents": [0] * 5 + [100] * 5 + [7], "enter": [1] * 5 + [3] * 6}
     w = windows(series)
-    assert w["last"] == {"online": 20.0, "gmv_cents": 500, "enter": 3}
-    assert w["previous"] == {"online": 10.0, "gmv_cents": 0, "enter": 0}
-    assert w["change"] == {"online": 1.0, "gmv_cents": None, "enter": None}
-    assert windows({"online": []})["last"]["online"] == 0
+    assert w["last"] == {"online": 20.0, "gmv_cents": 500, "enter": 15}
+    assert w["previous"] == {"online": 10.0, "gmv_cents": 0, "enter": 5}
+    assert w["change"] == {"online": 1.0, "gmv_cents": None, "enter": 2.0}
+
+
+def test_windows_have_no_change_until_both_windows_are_complete() -> None:
+    steady = {"enter": [10] * 8}  # a 7-minute-old room, steady at 10 a minute, 1 s into its 8th minute
+    w = windows(steady)
+    assert w["last"]["enter"] == 50 and w["previous"]["enter"] == 20  # only 2 minutes before the window
+    assert w["change"]["enter"] is None
+    assert windows({"online": [5]})["last"]["online"] == 0  # the first minute is still counting

@@ -223,3 +223,11 @@ def test_from_env_cross_field_checks() -> None:
     assert "presence_ttl_s" in _fails(BASE, presence_ttl_s=0.4, presence_beat_s=0.5)
     assert "send_queue_frames" in _fails(BASE, send_queue_frames=10, droppable_queue_frames=11)
     assert "hard_frame_bytes" in _fails(BASE, max_frame_bytes=10, hard_frame_bytes=9)
+
+
+def test_pages_follow_dev_unless_asked_for() -> None:
+    secret = {"LIVESERVER_SECRET": "s" * 32}
+    assert Settings.from_env({}, dev=True).serve_pages is True
+    assert Settings.from_env(secret).serve_pages is False
+    assert Settings.from_env({**secret, "LIVESERVER_SERVE_PAGES": "1"}).serve_pages is True
+    assert Settings.from_env({"LIVESERVER_SERVE_PAGES": "0"}, dev=True).serve_pages is False

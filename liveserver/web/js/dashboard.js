@@ -1,7 +1,7 @@
 // The host dashboard: the `metrics` push (once a second), `alert` events and the danmaku feed
 // from the host's WebSocket; pins, flash sales and red packets through the REST API.
 /* global uPlot */
-import { LiveSocket, api, askForToken, esc, money, obtainToken, pct, roomFromUrl } from "./live.js";
+import { LiveSocket, api, askForToken, esc, money, obtainToken, pct, roomFromUrl, tokenClaims } from "./live.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromUrl();
@@ -9,6 +9,7 @@ let token = null;
 let last = null;
 const charts = {};
 const alertLog = [];
+const rendered = { products: "", options: "" }; // re-render only what changed: a click mid-render is lost
 
 const MARKER_STYLE = {
   pin: { color: "#6b7280", label: (m) => `pin ${m.product_id}` },
@@ -137,7 +138,7 @@ function renderFunnel(m) {
 }
 
 function renderProducts(m) {
-  $("products").innerHTML = m.products
+  const rows = m.products
     .map((p) => `<tr data-product="${esc(p.product_id)}">
       <td><b>${esc(p.title ?? p.product_id)}</b><br><small class="muted">${esc(p.product_id)}</small></td>
       <td>${p.price_cents == null ? "–" : "¥" + money(p.price_cents)}</td>
@@ -147,13 +148,17 @@ function renderProducts(m) {
       <td>${p.stock_left ?? "–"}</td>
       <td><button class="small" data-pin="${esc(p.product_id)}">Pin</button></td></tr>`)
     .join("");
-  const select = $("sale-product");
-  const chosen = select.value;
-  select.innerHTML = m.products
+  if (rows !== rendered.products) $("products").innerHTML = rendered.products = rows;
+  const options = m.products
     .filter((p) => p.title)
     .map((p) => `<option value="${esc(p.product_id)}">${esc(p.title)}</option>`)
     .join("");
-  if (chosen) select.value = chosen;
+  if (options !== rendered.options) {
+    const select = $("sale-product");
+    const chosen = select.value;
+    select.innerHTML = rendered.options = options;
+    if (chosen) select.value = chosen;
+  }
 }
 
 function renderDrops(m) {
@@ -170,7 +175,7 @@ function renderAlerts(firing) {
   $("alerts").innerHTML = firing.length
     ? firing.map((a) => `<li class="alert ${a.severity}" data-alert="${esc(a.alert_id)}">
         <b>${esc(a.kind.replace(/_/g, " "))}</b> ${esc(a.message)}
-        <small>since ${new Date(a.since_ms).toLocaleTimeString()}</small></li>`).join("")
+        <small>${a.since_ms ? `since ${new Date(a.since_ms).toLocaleTimeString()}` : "now"}</small></li>`).join("")
     : `<li class="muted">All clear</li>`;
   $("alert-log").innerHTML = alertLog
     .slice(-10)
@@ -220,7 +225,8 @@ function formBody(form) {
 async function hostToken() {
   const given = await obtainToken("viewer", "dashboard-lookup", "Dashboard");
   if (!given) return null;
-  const claims = JSON.parse(atob(given.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+  const claims = tokenClaims(given);
+  if (!claims) return null; // not a JWT: ask for another
   if (claims.role !== "viewer") return given; // a host or admin token came in the URL
   const info = await api("GET", `/api/v1/rooms/${encodeURIComponent(room)}`, given);
   return obtainToken("host", info.host, "Host"); // --dev: the room's own host
@@ -233,6 +239,7 @@ async function main() {
   render(await api("GET", `/api/v1/rooms/${encodeURIComponent(room)}/metrics`, token));
   const sock = new LiveSocket(room, token);
   sock.on("welcome", (w) => {
+    notice("");
     $("title").textContent = w.room.title;
     document.title = `${w.room.title} · dashboard`;
     $("status").textContent = w.room.status;

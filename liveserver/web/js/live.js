@@ -26,7 +26,7 @@ export async function api(method, path, token, body) {
   return data;
 }
 
-function tokenClaims(token) {
+export function tokenClaims(token) {
   try {
     const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
@@ -37,9 +37,10 @@ function tokenClaims(token) {
 
 /** A token for this page: from the URL fragment (#token=..., kept out of server logs), from
  *  this tab's earlier visit, or, on a --dev server only, minted by POST /api/v1/dev/tokens.
- *  Returns null when none can be had: the page then asks for one. */
-export async function obtainToken(role, sub, name) {
-  const given = fragment.get("token");
+ *  Returns null when none can be had: the page then asks for one.  `fromUrl: false` skips the
+ *  fragment (a token for another role than the page's user, e.g. the demo payments). */
+export async function obtainToken(role, sub, name, { fromUrl = true } = {}) {
+  const given = fromUrl && fragment.get("token");
   if (given) return given;
   const key = `liveserver.${role}.${sub}`;
   const saved = sessionStorage.getItem(key);
@@ -139,6 +140,9 @@ export class LiveSocket {
       this.clock.roughSync(msg.server_time_ms);
       if (this.lastSeq === null) this.lastSeq = msg.seq;
       this.startPings();
+      // grabs and claims sent before a reconnect go again with the same req_id: the server
+      // answers a repeat with its first answer, so a won order is never lost to a dropped socket
+      for (const p of this.pending.values()) if (p.resend) this.send(p.msg);
     }
     if (msg.type === "danmaku") {
       for (const item of msg.items) this.lastSeq = Math.max(this.lastSeq ?? 0, item.id);
@@ -154,12 +158,13 @@ export class LiveSocket {
   }
   closed(ev) {
     clearInterval(this.pingTimer);
-    for (const { reject, timer } of this.pending.values()) {
-      clearTimeout(timer);
-      reject(new Error("connection closed"));
-    }
-    this.pending.clear();
     const fatal = FATAL[ev.code];
+    for (const [reqId, p] of this.pending) {
+      if (p.resend && !fatal && !this.closedForGood) continue;
+      clearTimeout(p.timer);
+      p.reject(new Error("connection closed"));
+      this.pending.delete(reqId);
+    }
     this.emit("status", { connected: false, code: ev.code, reason: ev.reason, fatal: Boolean(fatal) });
     if (fatal || this.closedForGood) return;
     const delay = ev.code === 1012 ? 200 + Math.random() * 800 : this.backoff * (0.5 + Math.random());
@@ -169,16 +174,19 @@ export class LiveSocket {
   send(msg) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
   }
-  /** Send a command with a fresh req_id; resolves with its reply (grab_result, ack, pong...). */
-  request(msg, timeoutMs = 10_000) {
+  /** Send a command with a fresh req_id; resolves with its reply (grab_result, ack, pong...).
+   *  With `resend`, an idempotent command (grab, claim) survives a reconnect: it is sent again
+   *  with the same req_id after the next welcome. */
+  request(msg, timeoutMs = 10_000, { resend = false } = {}) {
     const reqId = `${msg.type}-${Date.now().toString(36)}-${this.nextId++}`;
+    const sent = { ...msg, req_id: reqId };
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(reqId);
         reject(new Error(`no answer to ${msg.type}`));
       }, timeoutMs);
-      this.pending.set(reqId, { resolve, reject, timer });
-      this.send({ ...msg, req_id: reqId });
+      this.pending.set(reqId, { resolve, reject, timer, resend, msg: sent });
+      this.send(sent);
     });
   }
   startPings() {

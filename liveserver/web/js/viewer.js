@@ -109,7 +109,7 @@ async function grab(sock) {
   funnel(sock, "click", d.product_id);
   const msg = { type: "grab", [d.coupon_id ? "coupon_id" : "sale_id"]: dropId(d) };
   try {
-    const r = await sock.request(msg);
+    const r = await sock.request(msg, 30_000, { resend: true });
     if (r.type === "error") {
       $("grab-result").textContent = r.message;
     } else if (r.ok) {
@@ -177,7 +177,7 @@ async function claim(sock) {
   if (!p) return;
   $("packet-open").disabled = true;
   try {
-    const r = await sock.request({ type: "claim", packet_id: p.packet_id });
+    const r = await sock.request({ type: "claim", packet_id: p.packet_id }, 30_000, { resend: true });
     state.claimed.set(p.packet_id, r.type === "error" ? { ok: false, reason: r.message } : r);
   } catch (e) {
     state.claimed.set(p.packet_id, { ok: false, reason: `no answer: ${e.message}` });
@@ -208,7 +208,7 @@ async function main() {
   const token = await obtainToken("viewer", sub, `Viewer ${sub.slice(-4)}`);
   if (!token) return askForToken($("token-box"), "viewer");
   // --dev only: a demo payment system pays orders (real ones are paid by the platform's backend)
-  state.payToken = await obtainToken("admin", "demo-payments", "Demo payments").catch(() => null);
+  state.payToken = await obtainToken("admin", "demo-payments", "Demo payments", { fromUrl: false }).catch(() => null);
   const sock = new LiveSocket(room, token);
   sock.on("welcome", (w) => {
     $("title").textContent = w.room.title;
@@ -218,7 +218,13 @@ async function main() {
     $("online").textContent = w.room.online;
     $("likes").textContent = w.room.likes ?? 0;
     showPinned(sock, w.pinned);
+    // the welcome carries every drop and packet still open: what changed while the socket was
+    // down (a sale that ended, a packet that expired) must not linger from before
+    state.drops.clear();
+    state.packets.clear();
     for (const d of w.drops) onDropMessage(sock, d);
+    renderDrop(sock);
+    renderPacket(sock);
     notice("");
   });
   sock.on("presence", (m) => ($("online").textContent = m.online));
