@@ -69,7 +69,8 @@ async def raw_main(args: argparse.Namespace) -> None:
     script = r.register_script(load_source("seckill_grab"))
     ks = Keyspace(args.prefix)
     dk = ks.drop("rawsale")
-    keys_head = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, ks.orders_stream, dk.winners]
+    keys_head = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, ks.orders_stream, dk.winners, dk.order_uv,
+                 dk.stats]
     latencies: list[float] = []
     grabs = 0
     stop_at = time.monotonic() + args.duration

@@ -99,7 +99,7 @@ class Node:
         )
         self.room_metrics = RoomMetrics(
             redis, self.keys, self.hub, self.clock, self.presence.online_cache, self.node_id,
-            rules=AlertRules.from_settings(settings), drops_of=self.seckill.history,
+            rules=AlertRules.from_settings(settings), drops_of=self.seckill.history, packets_of=self.packets.claimed,
         )
         self.draining = False
         self.sessions: set[Session] = set()  # WebSocket sessions on this process, welcomed or not
@@ -140,7 +140,6 @@ class Node:
         self._spawn(self.scheduler.run_schedule(), "drop-schedule")
         self._spawn(self.scheduler.run_sweeper(), "deadline-sweeper")
         self._spawn(self.room_metrics.run(self.presence.online), "room-metrics")
-        self._spawn(self.room_metrics.consume_orders(), "order-metrics")
         self._spawn(self._clock_loop(), "clock")
         self._spawn(self.metrics.watch_loop_lag(), "loop-lag")
         log.info("node %s up (clock offset to Redis %.1f ms)", self.node_id, self.clock.offset_ms)

@@ -9,12 +9,13 @@ Where each number comes from:
   bounded by its heartbeats).
 - ``exposure``/``click``/``cart``: HyperLogLogs per room and per product, from
   the viewers' funnel events.
-- orders and GMV: read from the order stream by a consumer group (each entry
-  counted by one node): ``pending`` entries count orders, ``paid`` ones buyers
-  and GMV (paid orders only).
+- orders and GMV: counted by the grab and pay scripts themselves, in each
+  drop's own keys (orders and paid units in its meta, HyperLogLogs of its
+  buyers, its orders and paid cents per minute), and summed over the room's
+  drops when read: exact at once, and no per-order work in any node.
 - ``danmaku``: the room's danmaku seq; ``likes``: the like total.
-- red-packet claims and the money they paid out: from the wallet stream, by
-  the same consumer group as the orders.
+- red-packet claims and the money they paid out: the room's packets' own
+  counters.
 - markers on the series: pins and red packets are logged when they happen (a
   zset per room); flash-sale starts, sell-outs and ends come from the drops
   themselves (every drop the room ever had is kept in a set).
@@ -22,11 +23,10 @@ Where each number comes from:
   room's recent online samples; ``alert`` messages go to the hosts when one
   fires or clears, and the body lists those firing.
 
-Events are tallied in memory (:mod:`.tally`) and written once a second (and
-before a read on this node): a few commands per room rather than a few per
-event, as at a flash sale's peak a node sees thousands of orders a second.  A
-node that dies loses at most its last second of entries and funnel events;
-stream entries are acknowledged only after their counts are written.
+Entries, leaves and funnel events are tallied in memory (:mod:`.tally`) and
+written once a second (and before a read on this node): a few commands per
+room rather than a few per event.  A node that dies loses at most its last
+second of them.
 
 Distinct counts are HyperLogLogs (about 0.8 % standard error); counts and money
 are exact.  Series are per epoch minute.
@@ -41,7 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from ..hub import Hub
 from ..redisio import Keyspace
@@ -56,7 +56,7 @@ __all__ = ["RoomMetrics"]
 log = logging.getLogger(__name__)
 
 SERIES = ("online", "enter", "leave", "gmv_cents", "order_count", "danmaku")
-GROUP = "metrics"
+ROOM_SERIES = ("online", "enter", "leave", "danmaku")  # kept per room; the others are summed over the drops
 SERIES_MINUTES = 240  # the series cover the last four hours of the room at most
 ENDED_DROPS_SHOWN = 20  # the body's ``drops``: those not ended, and the last ones that ended
 PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
@@ -85,6 +85,7 @@ class RoomMetrics:
     def __init__(
         self, redis: Any, keyspace: Keyspace, hub: Hub, clock: Any, online: Any, node_id: str, *,
         rules: AlertRules, drops_of: Callable[[str], Awaitable[list[Drop]]],
+        packets_of: Callable[[str], Awaitable[tuple[int, int]]],
     ) -> None:
         self._redis = redis
         self._keys = keyspace
@@ -94,6 +95,8 @@ class RoomMetrics:
         self._node_id = node_id
         self._rules = rules
         self._drops_of = drops_of  # SeckillService.history
+        self._packets_of = packets_of  # RedPacketService.claimed: (claims, cents) of the room's packets
+        self._settled_stats: dict[str, dict[str, int]] = {}  # stats of settled sales: they never change
         #: rooms whose hosts this node pushes to, kept a while after their last host left (a
         #: dashboard reload keeps its alerts and its online baseline)
         self._alerts: dict[str, AlertTracker] = {}
@@ -146,76 +149,6 @@ class RoomMetrics:
             self._tally.absorb(tally)
             raise
 
-    async def consume_orders(self) -> None:
-        """Read the order and wallet streams as one consumer of their ``metrics`` groups (forever):
-        each entry is counted by one node, at least once.  Entries are acknowledged after their
-        counts are written; the ones read but not acknowledged (a failed write) are read again
-        first, and those a dead node left (idle over a minute) are claimed every 30 s."""
-        count = {self._keys.orders_stream: self._count_orders, self._keys.wallet_stream: self._count_claims}
-        for stream in count:
-            try:
-                await self._redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        backlog, next_claim = True, time.monotonic() + 30
-        while True:
-            reraise_if_cancelling()
-            try:
-                if time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + 30
-                    for stream in count:
-                        await self._redis.xautoclaim(stream, GROUP, self._node_id, 60_000, count=1000, justid=True)
-                    backlog = True
-                batches = await self._redis.xreadgroup(
-                    GROUP, self._node_id, dict.fromkeys(count, "0" if backlog else ">"), count=1000,
-                    block=None if backlog else 1000,
-                )
-                if backlog and not any(entries for _, entries in batches or []):
-                    backlog = False
-                for stream, entries in batches or []:
-                    if entries:
-                        tally = Tally()
-                        for _, f in entries:
-                            count[stream](tally, f)
-                        await tally.write(self._redis)
-                        await self._redis.xack(stream, GROUP, *[eid for eid, _ in entries])
-            except (RedisError, OSError) as exc:
-                reraise_if_cancelling()
-                log.warning("order stream read failed: %s", exc)
-                backlog = True
-                await asyncio.sleep(1)
-
-    def _count_orders(self, tally: Tally, f: dict[str, str]) -> None:
-        k = self._keys.room(f["room_id"])
-        counts = k.metric("counts")
-        at = int(float(f["at_ms"]))
-        product = f.get("product_id") or ""
-        cents = int(f["price_cents"]) * int(f["qty"])
-        if f["status"] == "pending":
-            tally.count(counts, "order_count")
-            tally.add(k.metric("order_uv"), f["user"])
-            tally.count(k.metric("s:order_count"), _minute(at))
-            if product:
-                tally.count(counts, f"p:{product}:order_count")
-        elif f["status"] == "paid":
-            tally.count(counts, "paid_count")
-            tally.count(counts, "gmv_cents", cents)
-            tally.add(k.metric("buyer_uv"), f["user"])
-            tally.count(k.metric("s:gmv_cents"), _minute(at), cents)
-            tally.highest(k.metric("peak"), "last_paid", at)
-            if product:
-                tally.count(counts, f"p:{product}:paid_count")
-                tally.count(counts, f"p:{product}:gmv_cents", cents)
-        if product:
-            tally.add(k.metric("products"), product, plain_set=True)
-
-    def _count_claims(self, tally: Tally, f: dict[str, str]) -> None:
-        if f.get("kind") == "claim":
-            counts = self._keys.room(f["room_id"]).metric("counts")
-            tally.count(counts, "red_packet_claims")
-            tally.count(counts, "red_packet_cents", int(f["amount_cents"]))
-
     # -- reading -----------------------------------------------------------------------------
 
     async def body(self, room_id: str, online: int) -> dict[str, Any]:
@@ -235,10 +168,18 @@ class RoomMetrics:
         """The body without ``alerts``: one pipeline, and one more for the products."""
         await self.flush()  # this node's own events are in what it reads
         k = self._keys.room(room_id)
+        now = self._clock.now_ms()
+        sales = [d for d in drops if d.kind == "sale"]
+        unsettled = [d for d in sales if d.id not in self._settled_stats]
         pipe = self._redis.pipeline(transaction=False)
-        for name in ("uv", "exposure_uv", "click_uv", "order_uv", "buyer_uv", "cart_uv"):
+        for name in ("uv", "exposure_uv", "click_uv", "cart_uv"):
             pipe.pfcount(k.metric(name))
-        pipe.zmscore(k.metric("peak"), ["peak", "last_paid"])
+        for hll in ("order_uv", "buyer_uv"):  # distinct over all the room's sales: a union of their logs
+            if sales:
+                pipe.pfcount(*(getattr(self._keys.drop(d.id), hll) for d in sales))
+            else:
+                pipe.echo("0")
+        pipe.zscore(k.metric("peak"), "peak")
         pipe.hgetall(k.metric("counts"))
         pipe.smembers(k.metric("products"))
         pipe.get(k.likes)
@@ -247,33 +188,39 @@ class RoomMetrics:
         pipe.hmget(k.meta, ["started_ms", "status"])
         pipe.hgetall(k.products)
         pipe.zrange(k.metric("markers"), 0, -1)
-        for name in SERIES:
+        for name in ROOM_SERIES:
             pipe.hgetall(k.metric(f"s:{name}"))
-        (uv, exposure_uv, click_uv, order_uv, buyer_uv, cart_uv, (peak, last_paid), raw_counts, funnel_products,
-         likes, danmaku, thinned, (started_ms, status), raw_catalog, logged_markers, *raw_series) = await pipe.execute()
+        for d in unsettled:
+            pipe.hgetall(self._keys.drop(d.id).stats)
+        (uv, exposure_uv, click_uv, cart_uv, order_uv, buyer_uv, peak, raw_counts, funnel_products, likes, danmaku,
+         thinned, (started_ms, status), raw_catalog, logged_markers, *rest) = await pipe.execute()
+        room_series, fresh_stats = rest[:len(ROOM_SERIES)], rest[len(ROOM_SERIES):]
+        stats = self._sale_stats(sales, unsettled, fresh_stats, now)
         counts = {key: int(v) for key, v in raw_counts.items()}
         pv, watch_ms = counts.get("pv", 0), counts.get("watch_ms", 0)
         catalog = {p: json.loads(raw) for p, raw in raw_catalog.items()}
-        now = self._clock.now_ms()
         started = int(started_ms) if started_ms else now
         first = max(_minute(started), _minute(now) - SERIES_MINUTES + 1)
-        series = {name: [int(h.get(str(m), 0)) for m in range(first, _minute(now) + 1)]
-                  for name, h in zip(SERIES, raw_series, strict=True)}
+        minutes = range(first, _minute(now) + 1)
+        series = {name: [int(h.get(str(m), 0)) for m in minutes] for name, h in zip(ROOM_SERIES, room_series, strict=True)}
+        series["order_count"] = [sum(st.get(f"o:{m}", 0) for st in stats.values()) for m in minutes]
+        series["gmv_cents"] = [sum(st.get(f"g:{m}", 0) for st in stats.values()) for m in minutes]
+        series = {name: series[name] for name in SERIES}
+        gmv = sum(d.paid * d.price for d in sales)
+        last_paid = max((st.get("last_paid", 0) for st in stats.values()), default=0)
+        claims, claimed_cents = await self._packets_of(room_id)
         c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
-             "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0)}
+             "buyer_uv": int(buyer_uv), "gmv_cents": gmv}
         body: dict[str, Any] = {
             "room_id": room_id, "ts_ms": now, "room_status": status, "online": online,
             "peak_online": max(int(peak or 0), online), "uv": uv, "pv": pv, "likes": int(likes or 0),
             "danmaku": int(danmaku or 0), "exposure_uv": exposure_uv, "click_uv": click_uv, "cart_uv": cart_uv,
-            "order_count": counts.get("order_count", 0), "order_uv": order_uv,
-            "paid_count": counts.get("paid_count", 0), "buyer_uv": buyer_uv, "gmv_cents": counts.get("gmv_cents", 0),
-            "last_paid_at_ms": int(last_paid) if last_paid else None,
-            "red_packet_claims": counts.get("red_packet_claims", 0),
-            "red_packet_cents": counts.get("red_packet_cents", 0),
+            "order_count": sum(d.orders for d in sales), "order_uv": int(order_uv),
+            "paid_count": sum(d.paid for d in sales), "buyer_uv": int(buyer_uv), "gmv_cents": gmv,
+            "last_paid_at_ms": last_paid or None, "red_packet_claims": claims, "red_packet_cents": claimed_cents,
             "danmaku_thinned": int(thinned or 0), "series_start_minute": first, **ratios(c),
         }
-        body["products"] = await self._products(k, sorted(set(funnel_products) | set(catalog)), counts, catalog,
-                                                 drops, now)
+        body["products"] = await self._products(k, sorted(set(funnel_products) | set(catalog)), catalog, sales, now)
         body["series"] = series
         body["windows"] = windows(series)
         body["markers"] = self._markers(logged_markers, drops, first * 60_000, now)
@@ -281,6 +228,19 @@ class RoomMetrics:
         shown = [d for d in drops if d.status(now) != "ended" or d in ended[-ENDED_DROPS_SHOWN:]]
         body["drops"] = [{"kind": d.kind, **d.public(now)} for d in shown]
         return body
+
+    def _sale_stats(self, sales: list[Drop], unsettled: list[Drop], fresh: list[dict[str, str]],
+                    now: int) -> dict[str, dict[str, int]]:
+        """Each sale's per-minute orders and paid cents and its last payment; a settled sale's
+        (ended, nothing left to pay) are kept, as they cannot change."""
+        stats = {d.id: self._settled_stats[d.id] for d in sales if d.id in self._settled_stats}
+        for d, raw in zip(unsettled, fresh, strict=True):
+            stats[d.id] = {name: int(v) for name, v in raw.items()}
+            if d.status(now) == "ended" and d.pending == 0:
+                self._settled_stats[d.id] = stats[d.id]
+        if len(self._settled_stats) > 10_000:
+            self._settled_stats.clear()
+        return stats
 
     @staticmethod
     def _markers(logged: list[str], drops: list[Drop], since_ms: int, now: int) -> list[dict[str, Any]]:
@@ -297,8 +257,8 @@ class RoomMetrics:
             e["minute"] = _minute(e["at_ms"])
         return sorted(marks, key=lambda e: (e["at_ms"], e["kind"]))
 
-    async def _products(self, k: Any, products: list[str], counts: dict[str, int], catalog: dict[str, Any],
-                        drops: list[Drop], now: int) -> list[dict[str, Any]]:
+    async def _products(self, k: Any, products: list[str], catalog: dict[str, Any], sales: list[Drop],
+                        now: int) -> list[dict[str, Any]]:
         if not products:
             return []
         pipe = self._redis.pipeline(transaction=False)
@@ -308,12 +268,13 @@ class RoomMetrics:
         r = await pipe.execute()
         out = []
         for i, p in enumerate(products):
+            mine = [d for d in sales if d.product == p]
             row = {"product_id": p, "exposure_uv": int(r[2 * i]), "click_uv": int(r[2 * i + 1]),
-                   "order_count": counts.get(f"p:{p}:order_count", 0), "paid_count": counts.get(f"p:{p}:paid_count", 0),
-                   "gmv_cents": counts.get(f"p:{p}:gmv_cents", 0)}
+                   "order_count": sum(d.orders for d in mine), "paid_count": sum(d.paid for d in mine),
+                   "gmv_cents": sum(d.paid * d.price for d in mine)}
             if p in catalog:
                 row.update(title=catalog[p].get("title"), price_cents=catalog[p].get("price_cents"))
-            live = [d for d in drops if d.product == p and d.kind == "sale" and d.status(now) in ("live", "countdown")]
+            live = [d for d in mine if d.status(now) in ("live", "countdown")]
             if live:
                 row["stock_left"] = sum(d.left for d in live)
             out.append(row)

@@ -13,8 +13,7 @@ __all__ = ["DropKeys", "Keyspace", "PacketKeys", "RoomKeys", "NODE_SET_TTL_MS"]
 
 #: The fixed live-metrics keys of a room (RoomKeys.metric), expired with the room.
 METRIC_KEYS = ("uv", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",
-               "order_uv", "buyer_uv", "s:online", "s:enter", "s:leave", "s:gmv_cents", "s:order_count", "s:danmaku",
-               "markers", "drops")
+               "s:online", "s:enter", "s:leave", "s:danmaku", "markers", "drops", "packets")
 
 #: A reaped node's per-room member set is kept this long, so that a node that
 #: was only paused can revive its members; then it goes.
@@ -124,10 +123,11 @@ class RoomKeys:
         return f"{self.tag}:packets"
 
     def metric(self, name: str) -> str:
-        """A live-metrics key: ``uv``/``exposure_uv``/... (HyperLogLog), ``counts`` (HASH: ``pv``,
-        ``watch_ms``, orders, GMV, funnel events ...), ``peak`` (ZSET of running maxima: ``peak`` online, ``last_paid`` ms),
+        """A live-metrics key: ``uv``/``exposure_uv``/``click_uv``/``cart_uv`` (HyperLogLog),
+        ``counts`` (HASH: ``pv``, ``watch_ms``, funnel events), ``peak`` (ZSET, one member),
         ``products`` (SET), ``s:<series>`` (HASH epoch minute -> value), ``markers`` (ZSET of event
-        JSON by ms: pins, red packets), ``drops`` (SET of every drop the room ever had)."""
+        JSON by ms: pins, red packets), ``drops`` / ``packets`` (SETs of every drop and red packet
+        the room ever had: their own keys hold the orders, payments and claims)."""
         return f"{self.tag}:m:{name}"
 
     def product_metric(self, product_id: str, name: str) -> str:
@@ -186,6 +186,22 @@ class DropKeys:
         """SET of everyone who ever won this drop (never shrinks: their grabs may be retries)."""
         return f"{self.tag}:winners"
 
+    @property
+    def order_uv(self) -> str:
+        """HyperLogLog of the users who won an order (the host's metrics)."""
+        return f"{self.tag}:order_uv"
+
+    @property
+    def buyer_uv(self) -> str:
+        """HyperLogLog of the users who paid an order (the host's metrics)."""
+        return f"{self.tag}:buyer_uv"
+
+    @property
+    def stats(self) -> str:
+        """HASH for the host's metrics: ``o:<minute>`` orders and ``g:<minute>`` paid cents per
+        epoch minute, ``last_paid`` (ms)."""
+        return f"{self.tag}:stats"
+
     def user_rate(self, user: str) -> str:
         return f"{self.tag}:rl:u:{user}"
 
@@ -193,7 +209,8 @@ class DropKeys:
         return f"{self.tag}:rl:ip:{ip}"
 
     def all(self) -> list[str]:
-        return [self.meta, self.buyers, self.answers, self.orders, self.deadlines, self.winners]
+        return [self.meta, self.buyers, self.answers, self.orders, self.deadlines, self.winners, self.order_uv,
+                self.buyer_uv, self.stats]
 
 
 @dataclass(frozen=True, slots=True)

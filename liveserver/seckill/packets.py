@@ -95,6 +95,7 @@ class RedPacketService:
             marker = {"kind": "red_packet", "packet_id": packet_id, "total_cents": total, "count": count,
                       "at": int(starts)}
             pipe = self._redis.pipeline(transaction=False)
+            pipe.sadd(rk.metric("packets"), packet_id)  # every packet the room ever had (its metrics)
             pipe.zadd(rk.metric("markers"), {json.dumps(marker, sort_keys=True): int(starts)})
             pipe.zremrangebyrank(rk.metric("markers"), 0, -201)
             await pipe.execute()
@@ -199,6 +200,17 @@ class RedPacketService:
             if mine is not None:
                 body["mine"] = {"amount_cents": int(mine)}
         return body
+
+    async def claimed(self, room_id: str) -> tuple[int, int]:
+        """Shares claimed and cents paid out over every packet the room ever had (its metrics)."""
+        ids = sorted(await self._redis.smembers(self._keys.room(room_id).metric("packets")))
+        if not ids:
+            return 0, 0
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hmget(self._keys.packet(i).meta, ["room", "claimed_count", "claimed_cents"])
+        rows = [r for r in await pipe.execute() if r[0] == room_id]
+        return sum(int(r[1] or 0) for r in rows), sum(int(r[2] or 0) for r in rows)
 
     async def room_packets(self, room_id: str) -> list[dict[str, Any]]:
         ids = sorted(await self._redis.smembers(self._keys.room(room_id).packets))

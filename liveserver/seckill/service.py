@@ -76,6 +76,7 @@ class Drop:
     pay_ms: int
     ended: bool
     sold_out_ms: int = 0  # when it last sold out (0: never)
+    orders: int = 0  # orders taken (sales) or coupons won, ever
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Drop:
@@ -84,7 +85,7 @@ class Drop:
             discount=int(h.get("discount") or 0), stock=int(h["stock"]), left=int(h["left"]),
             pending=int(h["pending"]), paid=int(h["paid"]), per_user=int(h["per_user"]),
             starts=int(float(h["starts"])), ends=int(float(h["ends"])), pay_ms=int(h.get("pay_ms") or 0),
-            ended=h.get("ended") == "1", sold_out_ms=int(h.get("sold_out_ms") or 0),
+            ended=h.get("ended") == "1", sold_out_ms=int(h.get("sold_out_ms") or 0), orders=int(h.get("seq") or 0),
         )
 
     def status(self, now: int) -> str:
@@ -363,7 +364,8 @@ class SeckillService:
     async def _run_batch(self, target: tuple[str, str], batch: list[GrabRequest]) -> list[tuple[str, str, int]]:
         drop_id, kind = target
         dk = self._keys.drop(drop_id)
-        keys = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, self._keys.orders_stream, dk.winners]
+        keys = [dk.meta, dk.buyers, dk.answers, dk.orders, dk.deadlines, self._keys.orders_stream, dk.winners,
+                dk.order_uv, dk.stats]
         args: list[Any] = [self._s.grab_user_rate, self._s.grab_user_burst, self._s.grab_ip_rate,
                            self._s.grab_ip_burst, kind]
         for g in batch:
@@ -410,7 +412,7 @@ class SeckillService:
         if not who.is_admin:
             raise Forbidden("orders are paid by the payment system (an admin token)")
         dk = self._keys.drop(self._split_order(order_id))
-        code, raw = await self._scripts.seckill_pay(keys=self._order_keys(dk), args=[order_id])
+        code, raw = await self._scripts.seckill_pay(keys=[*self._order_keys(dk), dk.buyer_uv, dk.stats], args=[order_id])
         if code == "not_found":
             raise NotFound(f"order {order_id!r} not found")
         if code in ("expired", "cancelled"):

@@ -6,7 +6,8 @@
 -- KEYS[1] meta  KEYS[2] buyers (user -> held)  KEYS[3] answers ("user\nreq" -> answer)
 -- KEYS[4] orders (order_id -> json)  KEYS[5] deadlines (order_id -> ms)  KEYS[6] order stream
 -- KEYS[7] winners (everyone who ever won: a node sends their grabs to Redis, as they may be retries)
--- then per grab i: KEYS[7 + 2i - 1] the user's rate cell, KEYS[7 + 2i] the IP's rate cell
+-- KEYS[8] order_uv (HyperLogLog)  KEYS[9] stats (the host's metrics: orders per minute)
+-- then per grab i: KEYS[9 + 2i - 1] the user's rate cell, KEYS[9 + 2i] the IP's rate cell
 -- ARGV[1] user rate/s  ARGV[2] user burst  ARGV[3] ip rate/s  ARGV[4] ip burst
 -- ARGV[5] the kind the grabs asked for ('sale' or 'coupon')
 -- then per grab i: ARGV[5 + 3i - 2] user, ARGV[5 + 3i - 1] req_id, ARGV[5 + 3i] a refusal
@@ -49,8 +50,8 @@ for i = 1, n do
     if refusal ~= '' then answer = refusal
     elseif st == 'countdown' then answer = 'not_started'
     elseif st == 'ended' then answer = 'ended'
-    elseif not gcra_ok(KEYS[7 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
-    elseif not gcra_ok(KEYS[7 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
+    elseif not gcra_ok(KEYS[9 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
+    elseif not gcra_ok(KEYS[9 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
     elseif d.left <= 0 then answer = 'sold_out'
     elseif (tonumber(redis.call('HGET', keys.buyers, user)) or 0) + 1 > d.per_user then answer = 'limit'
     else
@@ -68,6 +69,8 @@ for i = 1, n do
         redis.call('HSET', keys.orders, oid, cjson.encode(o))
         redis.call('ZADD', keys.deadlines, exp, oid)
         log_order(keys.stream, o, now)
+        redis.call('PFADD', KEYS[8], user)
+        redis.call('HINCRBY', KEYS[9], 'o:' .. math.floor(now / 60000), 1)
       else
         d.paid = d.paid + 1
       end
