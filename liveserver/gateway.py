@@ -188,8 +188,7 @@ class Session:
             return False
         self._slot = principal.user
         try:
-            room = await node.rooms.find(hello.room)
-            ban_ms = await node.rooms.ban_expiry_ms(hello.room, principal.user) if room else None
+            room, ban_ms = await node.rooms.find_for(hello.room, principal.user)
         except _REDIS_DOWN as exc:
             log.warning("hello failed, Redis unavailable: %s", exc)
             await self._reject(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry", "unavailable", hello.req_id)

@@ -152,9 +152,16 @@ class RoomService:
         raw = await self._redis.hget(self._keys.room(room_id).products, product_id)
         return Product.from_json(raw) if raw else None
 
-    async def ban_expiry_ms(self, room_id: str, user: str) -> int | None:
-        score = await self._redis.zscore(self._keys.room(room_id).banned, user)
-        return int(score) if score is not None else None
+    async def find_for(self, room_id: str, user: str) -> tuple[Room | None, int | None]:
+        """The room and when ``user``'s ban from it ends (None: not banned), in one round trip."""
+        if not ID_RE.match(room_id):
+            return None, None
+        k = self._keys.room(room_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(k.meta)
+        pipe.zscore(k.banned, user)
+        meta, score = await pipe.execute()
+        return (Room.from_hash(meta) if meta else None), (int(score) if score is not None else None)
 
     # -- lifecycle -------------------------------------------------------------
 

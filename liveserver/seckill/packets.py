@@ -163,7 +163,10 @@ class RedPacketService:
     async def _load(self, packet_id: str) -> dict[str, Any] | None:
         if not ID_RE.match(packet_id):
             return None
-        values = await self._redis.hmget(self._keys.packet(packet_id).meta, _FIELDS)
+        return self._parse(await self._redis.hmget(self._keys.packet(packet_id).meta, _FIELDS))
+
+    @staticmethod
+    def _parse(values: list[str | None]) -> dict[str, Any] | None:
         if values[0] is None:
             return None
         h = dict(zip(_FIELDS, values, strict=True))
@@ -214,7 +217,13 @@ class RedPacketService:
 
     async def room_packets(self, room_id: str) -> list[dict[str, Any]]:
         ids = sorted(await self._redis.smembers(self._keys.room(room_id).packets))
-        loaded = [h for h in await asyncio.gather(*(self._load(i) for i in ids)) if h is not None and h["room"] == room_id]
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hmget(self._keys.packet(i).meta, _FIELDS)
+        parsed = (self._parse(values) for values in await pipe.execute())
+        loaded = [h for h in parsed if h is not None and h["room"] == room_id]
         return [self.message(h) for h in sorted(loaded, key=lambda h: h["starts"]) if self._status(h) != "expired"]
 
     # -- claiming ----------------------------------------------------------------------

@@ -259,7 +259,10 @@ class SeckillService:
         ids = sorted(await self._redis.smembers(self._keys.room(room_id).drops))
         if not ids:
             return []
-        hashes = await asyncio.gather(*(self._redis.hgetall(self._keys.drop(i).meta) for i in ids))
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hgetall(self._keys.drop(i).meta)
+        hashes = await pipe.execute()
         now = self._clock.now_ms()
         drops = [d for d in (Drop.from_hash(h) for h in hashes if h) if d.room == room_id]
         return [d.message(now) for d in sorted(drops, key=lambda d: d.starts) if d.status(now) != "ended"]
