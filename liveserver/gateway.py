@@ -212,7 +212,8 @@ class Session:
             if online is not None:  # the user entered the room (their first connection on this node)
                 node.room_metrics.entered(room.room_id, principal.user)
             state = await node.danmaku.join_state(room.room_id, principal.user, hello.last_seq)
-            drops = [*await node.seckill.room_drops(room.room_id), *await node.packets.room_packets(room.room_id)]
+            drops = [*await node.seckill.room_drops(room.room_id, state.drop_ids),
+                     *await node.packets.room_packets(room.room_id, state.packet_ids)]
             if online is None:
                 online = await node.presence.online(room.room_id)
             pinned = await node.rooms.product(room.room_id, state.room.pinned) if state.room and state.room.pinned else None

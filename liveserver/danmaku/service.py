@@ -41,6 +41,8 @@ class JoinState:
     likes: int
     recovered: bool | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
+    drop_ids: list[str] = field(default_factory=list)  # the room's open drops and packets, read in the same
+    packet_ids: list[str] = field(default_factory=list)  # MULTI so that the join needs no round trip for them
 
 
 def item_from_stream(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -220,6 +222,8 @@ class DanmakuService:
         pipe.zscore(k.banned, user)
         pipe.get(k.seq)
         pipe.get(k.likes)
+        pipe.smembers(k.drops)
+        pipe.smembers(k.packets)
         if last_seq is not None:
             pipe.xrange(k.history, min=f"{last_seq + 1}-0", max="+", count=self._s.danmaku_history)
         res = await pipe.execute()
@@ -229,9 +233,11 @@ class DanmakuService:
             ban_ms=int(res[1]) if res[1] is not None else None,
             seq=seq,
             likes=int(res[3] or 0),
+            drop_ids=sorted(res[4]),
+            packet_ids=sorted(res[5]),
         )
         if last_seq is not None:
-            state.items = [item_from_stream(eid, f) for eid, f in res[4]]
+            state.items = [item_from_stream(eid, f) for eid, f in res[6]]
             state.recovered = last_seq <= seq and seq - last_seq <= self._s.danmaku_history
         return state
 

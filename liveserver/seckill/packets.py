@@ -215,8 +215,11 @@ class RedPacketService:
         rows = [r for r in await pipe.execute() if r[0] == room_id]
         return sum(int(r[1] or 0) for r in rows), sum(int(r[2] or 0) for r in rows)
 
-    async def room_packets(self, room_id: str) -> list[dict[str, Any]]:
-        ids = sorted(await self._redis.smembers(self._keys.room(room_id).packets))
+    async def room_packets(self, room_id: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """The ``red_packet`` bodies of the room's packets that have not expired (for ``welcome``);
+        ``ids``: the room's packet set, if the caller read it already."""
+        if ids is None:
+            ids = sorted(await self._redis.smembers(self._keys.room(room_id).packets))
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)

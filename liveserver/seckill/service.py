@@ -254,9 +254,11 @@ class SeckillService:
             raise NotFound(f"{KIND_FIELD[kind]} {drop_id!r} not found in room {room_id!r}")
         return drop.public(self._clock.now_ms())
 
-    async def room_drops(self, room_id: str) -> list[dict[str, Any]]:
-        """The broadcast bodies of the room's drops that have not ended (for ``welcome``)."""
-        ids = sorted(await self._redis.smembers(self._keys.room(room_id).drops))
+    async def room_drops(self, room_id: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """The broadcast bodies of the room's drops that have not ended (for ``welcome``); ``ids``:
+        the room's drop set, if the caller read it already."""
+        if ids is None:
+            ids = sorted(await self._redis.smembers(self._keys.room(room_id).drops))
         if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)
