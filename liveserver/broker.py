@@ -66,6 +66,9 @@ class Broker:
         self._background: set[asyncio.Task[None]] = set()
         self.received = 0
         self.errors = 0
+        #: the subscriber connection read without error since its last failure (``/healthz``)
+        self.connected = True
+        self.last_error = ""
         self.confirm_timeout_s = 5.0
 
     async def start(self) -> None:
@@ -139,6 +142,14 @@ class Broker:
         except (RedisError, OSError) as exc:  # the reconnect will not resubscribe it either
             log.warning("unsubscribe %s failed: %s", channel, exc)
 
+    def health(self) -> str | None:
+        """None while the subscriber reads; else what is wrong (``/healthz``)."""
+        if self._reader is None or self._reader.done():
+            return "the subscriber's reader is not running"
+        if not self.connected:
+            return f"the subscriber lost Redis: {self.last_error}"
+        return None
+
     def is_subscribed(self, room: str) -> bool:
         fut = self._confirmed.get(self._keys.room(room).channel)
         return fut is not None and fut.done()
@@ -153,11 +164,14 @@ class Broker:
             try:
                 msg = await pubsub.get_message(timeout=1.0)
                 backoff = 0.05
+                self.connected = True
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 reraise_if_cancelling()
                 self.errors += 1
+                self.connected = False
+                self.last_error = str(exc) or type(exc).__name__
                 log.warning("broker connection lost (%s); reconnecting", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

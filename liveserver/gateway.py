@@ -95,6 +95,14 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node.sessions.add(session)
     try:
         await session.run()
+    except Exception:  # a bug: never an HTTP 500 written into an upgraded socket, never a silent 1000
+        log.exception("WebSocket session of %s failed", session.principal.user if session.principal else request.remote)
+        node.metrics.ws_errors.labels(code="internal").inc()
+        with contextlib.suppress(Exception):
+            if not ws.closed:
+                frame = encode(error_message("internal", "internal error"), protocol)
+                await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
+                await asyncio.wait_for(ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error"), s.close_grace_s)
     finally:
         node.sessions.discard(session)
         session.done.set()

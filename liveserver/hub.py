@@ -56,6 +56,7 @@ class HubStats:
     frames_dropped: int = 0
     slow_closed: int = 0
     messages_delivered: int = 0
+    delivery_errors: int = 0  # a connection that failed an enqueue (a bug): logged, aborted, the others served
 
 
 class _Close:
@@ -151,7 +152,15 @@ class Connection:
         queue = self._queue
         n = len(queue)
         if n == 0 and self._writer is not None and not self._protocol.writing_paused:
-            self._transport.write(frame)
+            transport = self._transport
+            if transport.is_closing():  # the peer went away and the reader has not noticed yet
+                self._lost()
+                return False
+            try:
+                transport.write(frame)
+            except (ConnectionError, RuntimeError):  # uvloop raises on a transport that closed under us
+                self._lost()
+                return False
             self._stats.frames_sent += 1
             self._full_since = None
             return True
@@ -173,6 +182,12 @@ class Connection:
         if n == 0:
             self._wakeup.set()
         return True
+
+    def _lost(self) -> None:
+        """The socket closed under us: every later write is a no-op; the reader side ends the session."""
+        self.closing = True
+        self._queue.clear()
+        self._wakeup.set()  # the writer wakes, finds nothing queued and waits for its cancellation
 
     def send(self, msg: dict[str, Any]) -> bool:
         """Encode ``msg`` for this connection alone and send it as control."""
@@ -238,7 +253,9 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the TCP connection at once."""
-        self._transport.abort()
+        self.closing = True
+        with contextlib.suppress(Exception):
+            self._transport.abort()
 
     # -- closing ---------------------------------------------------------------
 
@@ -418,11 +435,16 @@ class Hub:
             msgpack_frame = frame(msgpack_payload, text=False) if msgpack_payload else encode_frame(msg, Protocol.MSGPACK)
         droppable = kind in DROPPABLE_TYPES
         count = 0
-        for conn in r.conns:  # enqueue never adds or removes connections
+        for conn in list(r.conns):  # a copy: a failing connection must not cut the others short
             if hosts_only and not conn.is_host:
                 continue
             data = msgpack_frame if conn.protocol is Protocol.MSGPACK else json_frame
-            if conn.enqueue(data, droppable):  # type: ignore[arg-type]
-                count += 1
+            try:
+                if conn.enqueue(data, droppable):  # type: ignore[arg-type]
+                    count += 1
+            except Exception:  # a bug for one viewer: log it, close that viewer, go on with the others
+                self.stats.delivery_errors += 1
+                log.exception("delivering %s to %s in room %s failed", kind, conn.user, room)
+                conn.abort()
         self.stats.messages_delivered += 1
         return count

@@ -34,6 +34,7 @@ from .seckill.packets import RedPacketService
 from .seckill.scheduler import DropScheduler
 from .seckill.service import SeckillService
 from .settings import Settings
+from .supervisor import Loops
 from .tasks import reraise_if_cancelling
 from .wire import CloseCode
 
@@ -117,7 +118,8 @@ class Node:
             "flash_sale": self._on_drop,
             "coupon": self._on_drop,
         }
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Loops()
+        self._tasks = self.loops.tasks  # the supervised loops' tasks (the tests' stuck-shutdown dump reads them)
         self._background: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -134,23 +136,42 @@ class Node:
         await self.danmaku.load_global_words()
         await self.seckill.load_blocklist()
         await self.broker.start()
-        self._spawn(self.presence.run(self.hub.rooms, self._push_presence), "presence")
-        self._spawn(self.fanout.run(), "danmaku-tick")
-        self._spawn(self.likes.run(), "likes")
-        self._spawn(self.scheduler.run_schedule(), "drop-schedule")
-        self._spawn(self.scheduler.run_sweeper(), "deadline-sweeper")
-        self._spawn(self.room_metrics.run(self.presence.online), "room-metrics")
-        self._spawn(self._clock_loop(), "clock")
-        self._spawn(self.metrics.watch_loop_lag(), "loop-lag")
+        loops = self.loops
+        loops.spawn("presence", lambda: self.presence.run(self.hub.rooms, self._push_presence))
+        loops.spawn("danmaku-tick", self.fanout.run)
+        loops.spawn("likes", self.likes.run)
+        loops.spawn("drop-schedule", self.scheduler.run_schedule)
+        loops.spawn("deadline-sweeper", self.scheduler.run_sweeper)
+        loops.spawn("room-metrics", lambda: self.room_metrics.run(self.presence.online))
+        loops.spawn("clock", self._clock_loop)
+        loops.spawn("loop-lag", self.metrics.watch_loop_lag)
         log.info("node %s up (clock offset to Redis %.1f ms)", self.node_id, self.clock.offset_ms)
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))
 
     def background(self, task: asyncio.Task[Any]) -> None:
         """Keep a short-lived task referenced until it ends."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def health(self, timeout_s: float = 1.0) -> dict[str, str]:
+        """Each part of the node, ``"ok"`` or what is wrong (``/healthz``): a PING alone would
+        hide a script cache that cannot reload, a dead subscriber or a dead loop."""
+        checks = {"redis": "ok", "scripts": "ok", "subscriber": "ok", "loops": "ok"}
+        try:
+            await asyncio.wait_for(self.redis.ping(), timeout_s)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            checks["redis"] = str(exc) or type(exc).__name__
+        if checks["redis"] == "ok":
+            try:
+                await asyncio.wait_for(self.scripts.health_check(), timeout_s)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                checks["scripts"] = str(exc) or type(exc).__name__
+        else:
+            checks["scripts"] = "not checked: Redis does not answer"
+        checks["subscriber"] = self.broker.health() or "ok"
+        down = self.loops.down()
+        if down:
+            checks["loops"] = "; ".join(f"{name}: {why}" for name, why in sorted(down.items()))
+        return checks
 
     async def _clock_loop(self) -> None:
         while True:
@@ -176,9 +197,10 @@ class Node:
             conn.abort()
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._background]:
+        await self.loops.stop()
+        for task in self._background:
             task.cancel()
-        for task in [*self._tasks, *self._background]:
+        for task in list(self._background):
             try:
                 await task
             except asyncio.CancelledError:

@@ -26,8 +26,12 @@ Load policy, per tick:
 Every item not delivered this way is counted in ``thinned`` (per room, flushed to
 Redis for the room's metrics, and in total for ``/metrics``).
 
-A gap in the seqs the broker delivered (a lost pub/sub connection) is filled
-from the history stream before the room's next frame goes out.
+Each item carries ``prev``, the room's id before it.  A gap (``prev`` above
+the last id this node saw: a lost pub/sub connection) is filled from the
+history stream before the room's next frame goes out.  A ``prev`` below it
+means Redis lost ids this node had seen (a crash or failover lost its last
+writes): ids never repeat, so the room goes on, and the loss is logged and
+counted.
 """
 
 from __future__ import annotations
@@ -114,6 +118,8 @@ class DanmakuFanout:
         self.items_delivered = 0  # item deliveries (items x viewers), for /metrics and the benchmark
         self.items_thinned = 0
         self.frames_built = 0
+        self.errors = 0  # rooms or viewers whose tick failed (a bug): logged, the others served
+        self.rollbacks = 0  # times Redis was seen to have lost danmaku ids this node had delivered
 
     # -- input from the broker -------------------------------------------------------
 
@@ -129,11 +135,20 @@ class DanmakuFanout:
         if last is not None and seq <= last:
             return  # a duplicate (already filled from history)
         feed.pending.append(item)
-        if last is not None and seq > last + 1 and not feed.filling:
-            feed.filling = True
-            task = asyncio.get_running_loop().create_task(self._fill(room, feed, last, seq))
-            self._fills.add(task)
-            task.add_done_callback(self._fills.discard)
+        if last is not None:
+            prev = msg.get("prev", seq - 1)  # the room's id before this one
+            if prev > last and not feed.filling:  # this node missed (prev - last) or more: fill from history
+                feed.filling = True
+                task = asyncio.get_running_loop().create_task(self._fill(room, feed, last, seq))
+                self._fills.add(task)
+                task.add_done_callback(self._fills.discard)
+            elif prev < last:
+                # Redis lost ids prev+1..last that this node had seen (its last second went in a
+                # crash or a failover).  Ids never repeat (redisio/lua/_ids_lib.lua), so the room
+                # goes on from ``seq``: viewers keep what they had, and get everything after.
+                self.rollbacks += 1
+                log.warning("room %s: Redis lost danmaku %d..%d (a restart or failover lost its last writes); "
+                            "going on from %d", room, prev + 1, last, seq)
         feed.last_seq = seq
 
     def on_delete(self, room: str, msg: dict[str, Any]) -> None:
@@ -185,12 +200,19 @@ class DanmakuFanout:
             self.flush()  # no await inside: a cancellation always lands in the sleep
 
     def flush(self) -> None:
+        """One tick: every room's frame.  A room that fails (a bug) is logged and loses this
+        tick's items; the other rooms, and the next ticks, go on."""
         for room in list(self._feeds):
             feed = self._feeds[room]
-            if feed.pending and not feed.filling:
-                self._flush_room(room, feed)
-            elif not feed.pending and not self._hub.has_room(room):
-                del self._feeds[room]
+            try:
+                if feed.pending and not feed.filling:
+                    self._flush_room(room, feed)
+                elif not feed.pending and not self._hub.has_room(room):
+                    del self._feeds[room]
+            except Exception:
+                self.errors += 1
+                log.exception("danmaku tick of room %s failed; %d items not sent", room, len(feed.pending))
+                feed.pending = []
 
     def _flush_room(self, room: str, feed: _Feed) -> None:
         conns = self._hub.room_connections(room)
@@ -204,38 +226,47 @@ class DanmakuFanout:
             thinned += (len(waiting) - len(kept)) * sum(1 for c in conns if c.ready)
             waiting = kept
         items, feed.pending = waiting[: self._cap], waiting[self._cap :]
-        first, last = items[0]["id"], items[-1]["id"]
-        full = items
-        lagged = thin(full, self._lag_cap)
+        lagged = thin(items, self._lag_cap)
         frames = _Frames()
         delivered = 0
         for conn in conns:
-            if not conn.ready:
-                backlog = conn.backlog
-                if backlog is not None and len(backlog) < MAX_BACKLOG:
-                    backlog.extend(items)
-                else:
-                    thinned += len(items)
+            try:
+                sent, lost = self._deliver_tick(conn, items, lagged, frames)
+            except Exception:  # one viewer's failure never cuts the tick short for the others
+                self.errors += 1
+                log.exception("danmaku tick for %s in room %s failed", conn.user, room)
+                conn.abort()
                 continue
-            if conn.dm_seq >= last:
-                continue
-            if conn.dm_seq >= first:  # the seam right after a join: only what it has not had
-                mine = [i for i in full if i["id"] > conn.dm_seq]
-                ok = bool(mine) and conn.enqueue(encode_frame({"type": "danmaku", "seq": last, "items": mine}, conn.protocol), True)
-                sent = len(mine) if ok else 0
-                thinned += len(mine) - sent
-            elif conn.queued > self._lag_frames:
-                sent = len(lagged) if conn.enqueue(frames.get(1, lagged, conn.protocol), True) else 0
-                thinned += len(items) - sent
-            else:
-                sent = len(full) if conn.enqueue(frames.get(0, full, conn.protocol), True) else 0
-                thinned += len(items) - sent
             delivered += sent
-            conn.dm_seq = last
+            thinned += lost
         self.items_delivered += delivered
         self.items_thinned += thinned
         feed.thinned += thinned
         self.frames_built += len(frames._cache)  # noqa: SLF001
+
+    def _deliver_tick(self, conn: Connection, items: list[Item], lagged: list[Item], frames: _Frames) -> tuple[int, int]:
+        """Hand one viewer its part of a tick: (items delivered, items thinned)."""
+        first, last = items[0]["id"], items[-1]["id"]
+        if not conn.ready:
+            backlog = conn.backlog
+            if backlog is not None and len(backlog) < MAX_BACKLOG:
+                backlog.extend(items)
+                return 0, 0
+            return 0, len(items)
+        if conn.dm_seq >= last:
+            return 0, 0
+        if conn.dm_seq >= first:  # the seam right after a join: only what it has not had
+            mine = [i for i in items if i["id"] > conn.dm_seq]
+            frame = encode_frame({"type": "danmaku", "seq": last, "items": mine}, conn.protocol)
+            due = want = len(mine)
+        elif conn.queued > self._lag_frames:
+            frame, due, want = frames.get(1, lagged, conn.protocol), len(items), len(lagged)
+        else:
+            frame, due = frames.get(0, items, conn.protocol), len(items)
+            want = due
+        sent = want if conn.enqueue(frame, True) else 0
+        conn.dm_seq = last
+        return sent, due - sent
 
     def take_thinned(self) -> dict[str, int]:
         """Per-room thinned counts since the last call (to add to Redis)."""

@@ -86,6 +86,26 @@ class _NodeCollector(Collector):
         yield CounterMetricFamily(
             "liveserver_broker_errors", "Pub/sub connection errors", value=broker.errors
         )
+        yield CounterMetricFamily(
+            "liveserver_delivery_errors",
+            "Deliveries to one viewer that failed (a bug): logged, that viewer closed, the others served",
+            value=hub.stats.delivery_errors + fanout.errors,
+        )
+        yield CounterMetricFamily(
+            "liveserver_redis_rollbacks_detected",
+            "Danmaku ids this node had seen that Redis no longer had (it lost its last writes in a crash or failover)",
+            value=fanout.rollbacks,
+        )
+        loops = CounterMetricFamily(
+            "liveserver_background_loop_failures", "Background loops that died and were restarted", labels=["loop"]
+        )
+        for name, n in sorted(self._node.loops.failures().items()):
+            loops.add_metric([name], n)
+        yield loops
+        yield GaugeMetricFamily(
+            "liveserver_background_loops_down", "Background loops not running now (/healthz fails)",
+            value=len(self._node.loops.down()),
+        )
 
 
 class Metrics:
