@@ -63,6 +63,12 @@ def verify_token(token: str, secret: str) -> Principal:
         raise TokenError("token expired") from None
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"invalid token: {exc}") from None
+    except (ValueError, TypeError) as exc:  # what PyJWT does not wrap (an unencodable token, say)
+        raise TokenError(f"invalid token: {type(exc).__name__}") from None
+    for claim in ("exp", "iat", "nbf"):  # PyJWT takes "123" for a NumericDate; RFC 7519 4.1.4 says a number
+        value = claims.get(claim)
+        if claim in claims and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TokenError(f"invalid token: '{claim}' must be a number (NumericDate)")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not ID_RE.match(sub):
         raise TokenError("invalid token: 'sub' must be 1-64 of [A-Za-z0-9_.-]")

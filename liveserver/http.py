@@ -16,8 +16,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from .auth import Principal, Role, bearer_token, verify_token
-from .errors import ApiError, BadRequest, Forbidden, RateLimited
+from .errors import ApiError, BadRequest, Forbidden, Invalid, RateLimited
 from .keys import NODE
+from .wire import find_surrogate
 
 __all__ = ["error_middleware", "json_response", "principal", "read_json", "require_admin", "writer_principal"]
 
@@ -125,4 +126,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> dict[str,
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
+    where = find_surrogate(body)
+    if where is not None:
+        raise Invalid(where or "body", f"'{where or 'a key'}' is not valid Unicode (a lone surrogate)")
     return body

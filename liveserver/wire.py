@@ -45,6 +45,9 @@ __all__ = [
     "parse_client_message",
     "error_message",
     "DROPPABLE_TYPES",
+    "find_surrogate",
+    "has_surrogate",
+    "surrogate_error",
 ]
 
 #: Room, product, sale and user ids: 1-64 of ``[A-Za-z0-9_.-]`` (the token ``sub`` rule).
@@ -157,6 +160,48 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: A ``\\uD800``-``\\uDFFF`` escape in JSON text: the only way a lone surrogate gets in
+#: (text frames and msgpack strings are strict UTF-8, which cannot carry one).
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def has_surrogate(obj: Any) -> bool:
+    """Whether a string anywhere in ``obj`` (keys included) holds a lone surrogate.
+
+    JSON allows ``"\\ud800"``; such a string decodes to ``str`` and fails at its first
+    ``.encode()`` (in Redis, in a reply, in PyJWT), so it is refused where it enters.
+    ``obj`` comes from ``json.loads``, whose nesting the recursion limit bounds."""
+    if isinstance(obj, str):
+        return _SURROGATE.search(obj) is not None
+    if isinstance(obj, dict):
+        return any(_SURROGATE.search(k) or has_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(has_surrogate(v) for v in obj)
+    return False
+
+
+def find_surrogate(obj: dict[str, Any]) -> str | None:
+    """The top-level field whose value holds a lone surrogate (``""`` for a key), else None."""
+    for key, value in obj.items():
+        if _SURROGATE.search(key):
+            return ""
+        if has_surrogate(value):
+            return key
+    return None
+
+
+def surrogate_error(obj: dict[str, Any], where: str) -> WireError:
+    """The ``invalid`` error for a map with a lone surrogate under ``where``; it echoes the
+    ``req_id`` when that is a clean string."""
+    req_id = obj.get("req_id")
+    if not isinstance(req_id, str) or not 1 <= len(req_id) <= MAX_REQ_ID or _SURROGATE.search(req_id):
+        req_id = None
+    field = where or None
+    named = f"'{where}'" if where else "a string"
+    return WireError("invalid", f"{named} is not valid Unicode (a lone surrogate)", req_id=req_id, field=field)
+
+
 def decode(payload: str | bytes, protocol: Protocol) -> dict[str, Any]:
     """Decode one frame into a map.  Raises :class:`WireError` (``bad_frame``)."""
     if protocol is Protocol.JSON:
@@ -166,6 +211,10 @@ def decode(payload: str | bytes, protocol: Protocol) -> dict[str, Any]:
             obj = json.loads(payload, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
             raise WireError("bad_frame", f"not valid JSON: {exc}") from None
+        if _SURROGATE_ESCAPE.search(payload) and isinstance(obj, dict):
+            where = find_surrogate(obj)
+            if where is not None:
+                raise surrogate_error(obj, where)
     else:
         if not isinstance(payload, bytes):
             raise WireError(

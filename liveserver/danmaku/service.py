@@ -21,7 +21,7 @@ from ..rooms.service import Room, RoomService, check_id, check_int
 from ..settings import Settings
 from .filter import WordFilter
 
-__all__ = ["DanmakuService", "JoinState", "item_from_stream"]
+__all__ = ["DanmakuService", "JoinState", "item_from_stream", "resume_complete"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,37 @@ def item_from_stream(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
     if fields.get("p", "0") != "0":
         item["prio"] = int(fields["p"])
     return item
+
+
+def resume_complete(last_seq: int, seq: int, held: list[tuple[int, int | None]], *, trimmed: bool) -> bool:
+    """Whether a viewer that had every danmaku up to ``last_seq`` misses none by resuming (pure).
+
+    ``seq`` is the room's last id; ``held`` the (id, prev) of the history entries from
+    ``last_seq`` on, oldest first (``prev``: the id before it in the room, None for
+    entries older than that field); ``trimmed``: the history may have dropped its oldest
+    entries (it is at its length limit).
+
+    - ``last_seq`` above ``seq``: the viewer saw ids that Redis no longer has (it lost its
+      last second): not complete, whatever follows;
+    - nothing after ``last_seq``: complete;
+    - the first entry after it follows ``last_seq`` (or ``last_seq`` itself is still held):
+      complete; one that follows an earlier id than ``last_seq``: the ids after that were
+      lost, and ``last_seq`` with them: not complete;
+    - otherwise entries between are gone: deleted (complete) unless the history trims.
+    """
+    if last_seq > seq:
+        return False
+    after = [(i, p) for i, p in held if i > last_seq]
+    if not after:
+        return True
+    if held[0][0] == last_seq:
+        return True
+    prev = after[0][1]
+    if prev is None:
+        return not trimmed
+    if prev < last_seq:
+        return False
+    return prev == last_seq or not trimmed
 
 
 def check_words(value: Any, name: str = "words") -> list[str]:
@@ -224,8 +255,9 @@ class DanmakuService:
         pipe.get(k.likes)
         pipe.smembers(k.drops)
         pipe.smembers(k.packets)
-        if last_seq is not None:
-            pipe.xrange(k.history, min=f"{last_seq + 1}-0", max="+", count=self._s.danmaku_history)
+        if last_seq is not None:  # from last_seq itself: whether it is still held says what was trimmed
+            pipe.xrange(k.history, min=f"{last_seq}-0", max="+", count=self._s.danmaku_history + 1)
+            pipe.xlen(k.history)
         res = await pipe.execute()
         seq = int(res[2] or 0)
         state = JoinState(
@@ -237,8 +269,11 @@ class DanmakuService:
             packet_ids=sorted(res[5]),
         )
         if last_seq is not None:
-            state.items = [item_from_stream(eid, f) for eid, f in res[6]]
-            state.recovered = last_seq <= seq and seq - last_seq <= self._s.danmaku_history
+            entries = res[6]
+            held = [(int(eid.split("-", 1)[0]), int(f["pv"]) if "pv" in f else None) for eid, f in entries]
+            state.items = [item_from_stream(eid, f) for (i, _), (eid, f) in zip(held, entries, strict=True)
+                           if i > last_seq]
+            state.recovered = resume_complete(last_seq, seq, held, trimmed=int(res[7]) >= self._s.danmaku_history)
         return state
 
     async def history_range(self, room_id: str, after: int, before: int) -> list[dict[str, Any]]:

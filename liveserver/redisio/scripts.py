@@ -46,15 +46,25 @@ class _Observed:
         return result
 
 
+#: The shared helpers (``lua/_<lib>_lib.lua``) each script needs, prepended in this order.
+_LIBS: dict[str, tuple[str, ...]] = {
+    "room_create": ("ids",),
+    "danmaku_send": ("ids",),
+}
+
+
 def load_source(name: str) -> str:
-    """The text of ``lua/<name>.lua``; ``<domain>_*`` scripts get ``_<domain>_lib.lua`` in front
-    (Redis Lua has no ``require``: shared helpers are prepended at load time)."""
+    """The text of ``lua/<name>.lua`` with its helpers in front: ``<domain>_*`` scripts get
+    ``_<domain>_lib.lua``, and ``_LIBS`` names the others (Redis Lua has no ``require``:
+    shared helpers are prepended at load time)."""
     lua = resources.files(__package__).joinpath("lua")
-    text = lua.joinpath(f"{name}.lua").read_text("utf-8")
-    for domain in ("seckill", "redpacket"):
-        if name.startswith(f"{domain}_"):
-            text = lua.joinpath(f"_{domain}_lib.lua").read_text("utf-8") + "\n" + text
-    return text
+    libs = list(_LIBS.get(name, ()))
+    if name.startswith("seckill_"):
+        libs += ["ids", "seckill"]
+    elif name.startswith("redpacket_"):
+        libs.append("redpacket")
+    parts = [lua.joinpath(f"_{lib}_lib.lua").read_text("utf-8") for lib in libs]
+    return "\n".join([*parts, lua.joinpath(f"{name}.lua").read_text("utf-8")])
 
 
 class Scripts:
@@ -82,6 +92,7 @@ class Scripts:
     redpacket_claim: AsyncScript
     redpacket_expire: AsyncScript
     schedule_claim: AsyncScript
+    health_check: AsyncScript
 
     def __init__(self, client: object, observer: ScriptObserver | None = None) -> None:
         for name in self.__annotations__:

@@ -14,7 +14,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GrabBatcher", "GrabRequest"]
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["GrabBatcher", "GrabRequest", "UNKNOWN_OUTCOME"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,11 @@ class GrabRequest:
     ip: str
     refusal: str = ""  # "blocked": the node's anti-fraud rules refused it (the script records the answer)
 
+
+#: Failures that say nothing about the batch's items: Redis did not answer (or not in time).
+#: (``ReadOnlyError``: a replica answered during a failover; no item was applied.)
+UNKNOWN_OUTCOME: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, RedisConnectionError,
+                                                    RedisTimeoutError, ReadOnlyError)
 
 Answer = tuple[str, str, int]  # (answer, order_id or "", expires_at_ms or 0)
 RunBatch = Callable[[Any, list[GrabRequest]], Awaitable[list[Answer]]]
@@ -57,22 +66,40 @@ class GrabBatcher:
                     self._waiting.pop(target, None)
                     return
                 batch, self._waiting[target] = waiting[: self._max], waiting[self._max :]
-                self.calls += 1
-                self.grabs += len(batch)
-                try:
-                    answers = await self._run(target, [r for r, _ in batch])
-                except BaseException as exc:  # a timeout is an unknown outcome: the client retries with its req_id
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for (_, fut), answer in zip(batch, answers, strict=True):
-                    if not fut.done():
-                        fut.set_result(answer)
+                await self._commit(target, batch)
         finally:
             self._flushing.discard(target)
+
+    async def _commit(self, target: Hashable, batch: list[tuple[GrabRequest, asyncio.Future[Answer]]]) -> None:
+        """Run one batch and settle its futures.
+
+        Redis unreachable or slow is an unknown outcome for the whole batch: every grab in
+        it fails with that error and its client retries with the same ``req_id``.  Any
+        other failure (a script error, an argument that cannot be encoded, a bug) may be
+        one item's fault, so the batch is split in halves and each half run again, down to
+        the one grab that fails alone: no user's answer depends on another user's input.
+        Re-running is safe: the script answers an already decided ``(user, req_id)`` from
+        where it was decided.
+        """
+        self.calls += 1
+        self.grabs += len(batch)
+        try:
+            answers = await self._run(target, [r for r, _ in batch])
+        except BaseException as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, UNKNOWN_OUTCOME) and len(batch) > 1:
+                half = len(batch) // 2
+                await self._commit(target, batch[:half])
+                await self._commit(target, batch[half:])
+                return
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), answer in zip(batch, answers, strict=True):
+            if not fut.done():
+                fut.set_result(answer)
 
     async def close(self) -> None:
         for task in list(self._tasks):

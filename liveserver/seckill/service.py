@@ -384,7 +384,7 @@ class SeckillService:
     @staticmethod
     def _split_order(order_id: str) -> str:
         drop_id, _, n = order_id.rpartition(".")
-        if not drop_id or not n.isdigit() or not ID_RE.match(drop_id) or len(n) > 12:
+        if not drop_id or not n.isdigit() or not ID_RE.match(drop_id) or len(n) > 19:
             raise NotFound(f"order {order_id!r} not found")
         return drop_id
 

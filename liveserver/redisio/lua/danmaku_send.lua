@@ -10,6 +10,8 @@
 -- ARGV[5] exempt from limits (1 for the room's host and admins)
 -- ARGV[6] user rate/s  ARGV[7] user burst  ARGV[8] room rate/s  ARGV[9] room burst
 -- ARGV[10] history length  ARGV[11] channel
+-- Ids come from KEYS[6] through _ids_lib.lua (they never repeat, even after Redis
+-- loses its last second); the room meta records the instance as 'dm_rid'.
 -- Returns {'ok', seq, ts_ms} or {reason, retry_after_ms}.  Nothing is written
 -- unless every check passed; a retry with the same req_id returns the first answer.
 local t = redis.call('TIME')
@@ -61,15 +63,20 @@ if ARGV[5] ~= '1' then
   end
 end
 
-local seq = redis.call('INCR', KEYS[6])
+-- `last`, the room's previous id, goes out as `prev`: a node that has seen a later id
+-- than that has seen ids that Redis lost (danmaku/fanout.py)
+local last = tonumber(redis.call('GET', KEYS[6]) or '0')
+local floor = ids_floor(KEYS[1], 'dm_rid', last, t)
+local seq = redis.call('INCRBY', KEYS[6], floor - last + 1)  -- INCRBY keeps the key's TTL
+local sid = string.format('%d', seq)
 redis.call('HINCRBY', KEYS[9], math.floor(now / 60000), 1)
 local prio = tonumber(ARGV[4])
-redis.call('XADD', KEYS[7], 'MAXLEN', tonumber(ARGV[10]), seq .. '-0',
-  'u', ARGV[1], 'n', ARGV[2], 't', ARGV[3], 'ts', now, 'p', prio)
+redis.call('XADD', KEYS[7], 'MAXLEN', tonumber(ARGV[10]), sid .. '-0',
+  'u', ARGV[1], 'n', ARGV[2], 't', ARGV[3], 'ts', now, 'p', prio, 'pv', string.format('%d', last))
 redis.call('PUBLISH', ARGV[11], cmsgpack.pack({
-  type = '_dm', id = seq, user = ARGV[1], name = ARGV[2], text = ARGV[3], ts_ms = now, prio = prio
+  type = '_dm', id = seq, prev = last, user = ARGV[1], name = ARGV[2], text = ARGV[3], ts_ms = now, prio = prio
 }))
 if KEYS[8] ~= '' then
-  redis.call('SET', KEYS[8], seq .. ':' .. string.format('%d', now), 'EX', 300)
+  redis.call('SET', KEYS[8], sid .. ':' .. string.format('%d', now), 'EX', 300)
 end
 return {'ok', seq, now}

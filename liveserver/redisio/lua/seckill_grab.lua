@@ -37,6 +37,7 @@ local function gcra_ok(key, rate, burst)
 end
 
 local sold_before = d.left <= 0
+local ids_checked = false
 for i = 1, n do
   local user, req, refusal = ARGV[5 + 3 * i - 2], ARGV[5 + 3 * i - 1], ARGV[5 + 3 * i]
   local akey = user .. '\n' .. req
@@ -61,8 +62,14 @@ for i = 1, n do
       redis.call('HINCRBY', keys.buyers, user, 1)
       if d.kind == 'sale' then
         d.pending = d.pending + 1
+        if not ids_checked then  -- once per batch, and only when it sells something
+          ids_checked = true
+          local cur = tonumber(redis.call('HGET', keys.meta, 'seq')) or 0
+          local floor = ids_floor(keys.meta, 'rid', cur, redis.call('TIME'))
+          if floor > cur then redis.call('HSET', keys.meta, 'seq', string.format('%d', floor)) end
+        end
         local seq = redis.call('HINCRBY', keys.meta, 'seq', 1)
-        oid = d.id .. '.' .. seq
+        oid = d.id .. '.' .. string.format('%d', seq)
         exp = now + d.pay_ms
         local o = {order_id = oid, sale_id = d.id, room_id = d.room, product_id = d.product, user = user, status = 'pending',
           price_cents = d.price, qty = 1, created_ms = now, expires_at_ms = exp}
