@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--data-dir", help="embedded Redis data (env LIVESERVER_DATA_DIR, default ./.liveserver)")
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and WSS on the port (env LIVESERVER_TLS_CERT)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env LIVESERVER_TLS_KEY)")
+    serve.add_argument("--tls-min", choices=["1.2", "1.3"], help="oldest TLS version accepted (default 1.2; 1.3 is preferred)")
 
     tok = sub.add_parser("token", help="mint a token with LIVESERVER_SECRET (as the platform's backend does)")
     tok.add_argument("--sub", required=True, help="user id")
@@ -87,24 +91,32 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
     from .app import create_app
     from .dev import seed_demo
     from .keys import NODE
+    from .serving import start_site
 
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout_s, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout_s, access_log=None,
+                           keepalive_timeout=settings.http_keepalive_s)
     try:
         await runner.setup()
     except ConnectionError as exc:
         sock.close()
         return _fail(str(exc), EXIT_RUNTIME)
-    site = web.SockSite(runner, sock)
-    await site.start()
+    try:
+        await start_site(runner, sock, settings, app[NODE].guard)
+    except (OSError, ssl.SSLError) as exc:
+        await runner.cleanup()
+        return _fail(f"cannot serve TLS with {settings.tls_cert} and {settings.tls_key}: {exc}", EXIT_CONFIG)
     host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%d (WebSocket: ws://%s:%d/ws)", host, port, host, port)
+    http, ws = ("https", "wss") if settings.tls_cert else ("http", "ws")
+    shown = f"[{host}]" if ":" in host else host
+    log.info("listening on %s://%s:%d (WebSocket: %s://%s:%d/ws)%s", http, shown, port, ws, shown, port,
+             f", TLS {settings.tls_min}+" if settings.tls_cert else "")
     if settings.dev:
-        await seed_demo(app[NODE], f"http://{host}:{port}")
+        await seed_demo(app[NODE], f"{http}://{shown}:{port}")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal closed; drain as for SIGTERM
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: refusing new connections, closing sockets with 1012")
@@ -116,7 +128,8 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
 def _worker(settings: Settings, index: int) -> None:
     """A worker process of ``--workers N``: binds the shared port with SO_REUSEPORT."""
     _setup_logging(settings.log_level)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C (and SIGHUP) into SIGTERM
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         sock = _bind(settings.host, settings.port, reuse_port=True)
     except OSError as exc:
@@ -140,8 +153,8 @@ def _supervise(settings: Settings) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     for i in range(settings.workers):
         spawn(i)
     log.info("%d workers on http://%s:%d", settings.workers, settings.host, settings.port)
@@ -180,6 +193,9 @@ def serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             data_dir=args.data_dir,
             log_level=args.log_level,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_min=args.tls_min,
         )
     except SettingsError as exc:
         return _fail(str(exc), EXIT_CONFIG)
@@ -198,14 +214,18 @@ def serve(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         from .embedded import EmbeddedRedis, EmbeddedRedisError
 
-        embedded = EmbeddedRedis(settings.data_dir)
+        embedded = EmbeddedRedis(settings.data_dir, appendfsync=settings.embedded_appendfsync)
         try:
             url = embedded.start()
         except EmbeddedRedisError as exc:
             probe.close()
             return _fail(str(exc), EXIT_RUNTIME)
         log.info("no REDIS_URL: started an embedded redis-server (pid %s) at %s", embedded.pid, url)
-        log.info("embedded Redis data in %s (AOF on, appendfsync everysec); it stops with the server", embedded.data_dir)
+        log.info("embedded Redis data in %s (AOF on, appendfsync %s); it stops with the server",
+                 embedded.data_dir, settings.embedded_appendfsync)
+        if not settings.dev:
+            log.warning("no REDIS_URL: the embedded Redis is for development and single-machine demos; "
+                        "its data lives in %s. Set REDIS_URL to a Redis of your own in production.", embedded.data_dir)
         settings = settings.replace(redis_url=url)
     else:
         from .redisio import describe_url

@@ -81,10 +81,12 @@ def _free_loopback_port() -> int:
 class EmbeddedRedis:
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is where it listens."""
 
-    def __init__(self, data_dir: Path, *, binary: str | None = None, appendonly: bool = True) -> None:
+    def __init__(self, data_dir: Path, *, binary: str | None = None, appendonly: bool = True,
+                 appendfsync: str = "everysec") -> None:
         self.data_dir = Path(data_dir).resolve()
         self.binary = binary
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.url: str = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock: IO[str] | None = None
@@ -117,7 +119,7 @@ class EmbeddedRedis:
             "--pidfile", str(self.data_dir / "redis.pid"),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--maxclients", "10000",
         ]
         if len(str(sock)) <= _UNIX_PATH_MAX:

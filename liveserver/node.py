@@ -33,6 +33,7 @@ from .seckill import api as seckill_api
 from .seckill.packets import RedPacketService
 from .seckill.scheduler import DropScheduler
 from .seckill.service import SeckillService
+from .serving import GuardStats
 from .settings import Settings
 from .supervisor import Loops
 from .tasks import reraise_if_cancelling
@@ -119,6 +120,7 @@ class Node:
             "coupon": self._on_drop,
         }
         self.loops = Loops()
+        self.guard = GuardStats()  # the HTTP connection guard's counters (serving.py), for /metrics
         self._tasks = self.loops.tasks  # the supervised loops' tasks (the tests' stuck-shutdown dump reads them)
         self._background: set[asyncio.Task[Any]] = set()
 

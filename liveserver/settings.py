@@ -129,6 +129,17 @@ class Settings:
     http_write_rate: float = 20.0  # mutating requests per second per user (token bucket in Redis)
     http_write_burst: int = 40
     http_max_body_bytes: int = 65536
+    http_header_timeout_s: float = 10.0  # a request's head must be complete this soon after its first byte
+    http_keepalive_s: float = 75.0  # an idle kept-alive HTTP connection closes after this
+
+    # TLS: HTTPS and WSS on the same port (serving.py)
+    tls_cert: Path | None = None  # PEM certificate chain
+    tls_key: Path | None = None  # PEM private key (may be in tls_cert's file)
+    tls_min: str = "1.2"  # "1.2" or "1.3"
+
+    # Embedded Redis (no REDIS_URL): how often its AOF is fsynced: "everysec" (a crash of the
+    # machine can lose the last second of grabs) or "always" (nothing acknowledged is lost)
+    embedded_appendfsync: str = "everysec"
 
     # Lifecycle
     drain_timeout_s: float = 10.0
@@ -156,14 +167,21 @@ class Settings:
             values["key_prefix"] = env["LIVESERVER_KEY_PREFIX"]
         if env.get("LIVESERVER_LOG_LEVEL"):
             values["log_level"] = env["LIVESERVER_LOG_LEVEL"]
+        for name in ("tls_cert", "tls_key"):
+            if env.get(f"LIVESERVER_{name.upper()}"):
+                values[name] = Path(env[f"LIVESERVER_{name.upper()}"])
+        for name in ("tls_min", "embedded_appendfsync"):
+            if env.get(f"LIVESERVER_{name.upper()}"):
+                values[name] = env[f"LIVESERVER_{name.upper()}"]
         if env.get("LIVESERVER_REDIS_CLUSTER", "").lower() in ("1", "true", "yes"):
             values["redis_cluster"] = True
         values.update(_tunables_from_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("serve_pages", bool(values.get("dev")))
 
-        if "data_dir" in values:
-            values["data_dir"] = Path(values["data_dir"])
+        for name in ("data_dir", "tls_cert", "tls_key"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
         if not values.get("secret"):
             if values.get("dev"):
                 values["secret"] = secrets.token_urlsafe(32)
@@ -211,6 +229,18 @@ class Settings:
             raise SettingsError("danmaku_tick_s must be from 0.01 to 1.0")
         if self.danmaku_history < 1 or self.danmaku_items_per_tick < 1 or self.danmaku_lag_items_per_tick < 1:
             raise SettingsError("danmaku_history and the items per tick must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("TLS needs both --tls-cert and --tls-key (LIVESERVER_TLS_CERT, LIVESERVER_TLS_KEY)")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise SettingsError(f"--{name.replace('_', '-')} {path} is not a readable file")
+        if self.tls_min not in ("1.2", "1.3"):
+            raise SettingsError(f"--tls-min must be 1.2 or 1.3, not {self.tls_min!r}")
+        if self.embedded_appendfsync not in ("everysec", "always"):
+            raise SettingsError(f"LIVESERVER_EMBEDDED_APPENDFSYNC must be everysec or always, not {self.embedded_appendfsync!r}")
+        if self.http_header_timeout_s < 0 or self.http_keepalive_s <= 0:
+            raise SettingsError("http_header_timeout_s must be >= 0 (0: no limit) and http_keepalive_s > 0")
         if self.banned_words_file is not None and not Path(self.banned_words_file).is_file():
             raise SettingsError(f"LIVESERVER_BANNED_WORDS_FILE {self.banned_words_file} is not a readable file")
 

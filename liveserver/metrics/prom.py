@@ -91,6 +91,15 @@ class _NodeCollector(Collector):
             "Deliveries to one viewer that failed (a bug): logged, that viewer closed, the others served",
             value=hub.stats.delivery_errors + fanout.errors,
         )
+        guard = self._node.guard
+        yield CounterMetricFamily(
+            "liveserver_http_header_timeouts", "Connections closed for an incomplete request head (slowloris)",
+            value=guard.header_timeouts,
+        )
+        yield CounterMetricFamily(
+            "liveserver_http_malformed_requests", "Requests answered 4xx before routing (bad framing, headers, method)",
+            value=guard.bad_requests,
+        )
         yield CounterMetricFamily(
             "liveserver_redis_rollbacks_detected",
             "Danmaku ids this node had seen that Redis no longer had (it lost its last writes in a crash or failover)",

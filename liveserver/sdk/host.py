@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl as ssl_module
 from types import TracebackType
 from typing import Any
 
@@ -29,11 +30,17 @@ class HostClient:
         *,
         session: aiohttp.ClientSession | None = None,
         timeout_s: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
+        """``base_url`` is ``http://`` or ``https://`` (a server started with ``--tls-cert``);
+        ``ssl`` is the context to verify it with (say, one that trusts a private CA)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._own_session = session is None
-        self._session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._session = session or aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            connector=aiohttp.TCPConnector(ssl=ssl) if ssl is not None else None,
+        )
 
     async def __aenter__(self) -> HostClient:
         return self

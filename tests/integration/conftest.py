@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from liveserver.auth import mint_token
 from liveserver.keys import NODE
 from liveserver.node import Node
 from liveserver.sdk import JSON, HostClient, ViewerClient
+from liveserver.serving import start_site
 from liveserver.settings import Settings
 
 from ..conftest import SECRET, RedisProcess
@@ -76,11 +78,12 @@ async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
 
     async def start(**overrides: Any) -> RunningNode:
         settings = base_settings.replace(**overrides) if overrides else base_settings
-        runner = web.AppRunner(create_app(settings), shutdown_timeout=5, handle_signals=False)
+        runner = web.AppRunner(create_app(settings), shutdown_timeout=5, handle_signals=False,
+                               keepalive_timeout=settings.http_keepalive_s)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        await start_site(runner, sock, settings, runner.app[NODE].guard)  # the CLI's site: guard, TLS
+        port = sock.getsockname()[1]
         node = RunningNode(runner, port, settings)
         running.append(node)
         return node

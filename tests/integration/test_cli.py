@@ -235,3 +235,30 @@ async def test_workers_share_port_and_rooms(redis_server: RedisProcess, key_pref
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
         finish(proc)
+
+
+def test_tls_flags_are_checked() -> None:
+    r = run_cli("serve", "--tls-cert", "/nonexistent.pem", env={"LIVESERVER_SECRET": SECRET})
+    assert r.returncode == 2 and "--tls-key" in one_error_line(r.stderr)
+    r = run_cli("serve", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key",
+                env={"LIVESERVER_SECRET": SECRET})
+    assert r.returncode == 2 and "not a readable file" in one_error_line(r.stderr)
+
+
+def test_sighup_drains_like_sigterm_and_the_embedded_redis_warns(tmp_path: Path) -> None:
+    """A closed terminal (SIGHUP) drains and exits 0, and takes the embedded Redis with it; without
+    --dev the embedded Redis says loudly that it is for development."""
+    port = free_port()
+    proc = spawn("--port", str(port), "--data-dir", str(tmp_path / "data"), env={"LIVESERVER_SECRET": SECRET})
+    try:
+        wait_healthy(port, proc)
+        redis_pid = next(c.pid for c in psutil.Process(proc.pid).children() if "redis-server" in c.name())
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "draining" in err
+        warnings = [ln for ln in err.splitlines() if " WARNING " in ln and "embedded Redis is for development" in ln]
+        assert len(warnings) == 1 and str(tmp_path / "data") in warnings[0]
+        assert not psutil.pid_exists(redis_pid) or psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        finish(proc)
