@@ -102,7 +102,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             if not ws.closed:
                 frame = encode(error_message("internal", "internal error"), protocol)
                 await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
-                await asyncio.wait_for(ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error"), s.close_grace_s)
+                await asyncio.wait_for(ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error"), s.close_grace_s)
     finally:
         node.sessions.discard(session)
         session.done.set()

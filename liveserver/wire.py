@@ -80,6 +80,8 @@ class CloseCode(enum.IntEnum):
     """
 
     NORMAL = 1000
+    INVALID_PAYLOAD = 1007  # a text frame that is not UTF-8 (RFC 6455 section 8.1; aiohttp closes it)
+    INTERNAL_ERROR = 1011  # a bug ended the session (logged); reconnect
     SERVICE_RESTART = 1012  # the server drains; reconnect (to another node)
     TRY_AGAIN_LATER = 1013  # Redis did not answer during the join; retry with backoff
     UNAUTHORIZED = 4001  # no hello in time, a bad or expired token, or a first message that is not hello

@@ -223,3 +223,55 @@ async def test_drain_closes_sockets_that_never_said_hello(server: RunningNode) -
         with pytest.raises(Exception):
             await ws.recv()
         assert ws.close_code == 1012
+
+
+async def test_invalid_utf8_in_a_text_frame_closes_1007(server: RunningNode, live_room: str) -> None:
+    """RFC 6455 section 8.1: a text frame that is not UTF-8 fails the connection with 1007."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.ws_connect(server.ws_url, protocols=[JSON]) as ws:
+        await ws.send_str(json.dumps({"type": "hello", "token": token("u8"), "room": live_room}))
+        assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+        await ws.send_frame(b'{"type":"danmaku","text":"\xff\xfe"}', aiohttp.WSMsgType.TEXT)
+        while (msg := await ws.receive(timeout=5)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            pass
+        assert ws.close_code == 1007
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [
+        '{"type":"hello","token":"abc\\ud800def","room":"ROOM"}',
+        '{"type":"hello","token":"TOKEN","room":"ROOM","req_id":"\\udfff"}',
+        '{"type":"ping","t":"\\ud800"}',
+    ],
+)
+async def test_a_lone_surrogate_in_the_hello_is_4001_with_an_error_frame(
+    server: RunningNode, live_room: str, hello: str
+) -> None:
+    import aiohttp
+
+    text = hello.replace("ROOM", live_room).replace("TOKEN", token("s1"))
+    async with aiohttp.ClientSession() as s, s.ws_connect(server.ws_url, protocols=[JSON]) as ws:
+        await ws.send_str(text)
+        err = await ws.receive_json(timeout=5)
+        assert err["type"] == "error" and err["code"] == "invalid" and "req_id" not in err
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 4001
+
+
+async def test_lone_surrogates_after_the_hello_get_error_frames_and_the_session_lives(
+    server: RunningNode, live_room: str
+) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.ws_connect(server.ws_url, protocols=[JSON]) as ws:
+        await ws.send_str(json.dumps({"type": "hello", "token": token("s2"), "room": live_room}))
+        assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+        for poisoned in ('{"type":"ping","t":"\\ud800","req_id":"p1"}', '{"type":"danmaku","text":"\\udc00","req_id":"p2"}',
+                         '{"type":"grab","sale_id":"s","req_id":"\\ud800"}', '{"type":"ping","req_id":"\\ud800"}'):
+            await ws.send_str(poisoned)
+            err = await ws.receive_json(timeout=5)
+            assert err["type"] == "error" and err["code"] == "invalid", err
+        await ws.send_str('{"type":"ping","t":1,"req_id":"ok"}')
+        assert (await ws.receive_json(timeout=5))["type"] == "pong"

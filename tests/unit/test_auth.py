@@ -249,3 +249,17 @@ def test_sub_with_trailing_newline_rejected() -> None:
     raw = jwt.encode({"sub": "alice\n", "role": "viewer", "exp": 2**40}, SECRET, algorithm="HS256")
     with pytest.raises(TokenError):
         verify_token(raw, SECRET)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_numeric_dates_must_be_numbers(claim: str) -> None:
+    """RFC 7519 4.1.4: a NumericDate is a JSON number; PyJWT alone takes the string "1999999999"."""
+    value = int(time.time()) + (3600 if claim == "exp" else -60)
+    err = _reject(_raw(_claims(**{claim: str(value)})))
+    assert claim in err.message and err.status == 401
+    assert verify_token(_raw(_claims(**{claim: value})), SECRET).user == "alice"
+
+
+def test_a_token_that_cannot_be_encoded_is_refused_not_raised() -> None:
+    err = _reject("eyJ\ud800.e30.sig")  # a lone surrogate: PyJWT's .encode() would raise
+    assert err.status == 401

@@ -510,3 +510,47 @@ def test_msgpack_bytes_keys_are_bad_frames() -> None:
     with pytest.raises(WireError) as e:
         decode(msgpack.packb({b"type": b"ping"}, use_bin_type=True), Protocol.MSGPACK)
     assert e.value.code == "bad_frame"
+
+
+# --------------------------------------------------------------------------- lone surrogates
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "req_id"),
+    [
+        ('{"type":"ping","t":"\\ud800","req_id":"r1"}', "t", "r1"),
+        ('{"type":"danmaku","text":"a\\udfffb","req_id":"r2"}', "text", "r2"),
+        ('{"type":"ping","req_id":"\\ud800"}', "req_id", None),  # a poisoned req_id is not echoed
+        ('{"type":"hello","token":"x\\udbff","room":"r"}', "token", None),
+        ('{"type":"grab","sale_id":"s","req_id":"ok","extra":{"deep":["\\udc00"]}}', "extra", "ok"),
+        ('{"\\ud800":1,"type":"ping","req_id":"k"}', None, "k"),  # in a key
+    ],
+)
+def test_lone_surrogates_are_invalid_where_they_enter(text: str, field: str | None, req_id: str | None) -> None:
+    with pytest.raises(WireError) as e:
+        decode(text, Protocol.JSON)
+    assert e.value.code == "invalid" and e.value.field == field and e.value.req_id == req_id
+    encode_json(e.value.to_message()).encode()  # the error frame itself is encodable
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"type":"danmaku","text":"\\ud83d\\ude00 \\u202e RTL \\u200f \\u0000 NUL"}', '{"type":"danmaku","text":"😀 漂亮"}'],
+)
+def test_pairs_rtl_marks_nul_and_4_byte_characters_pass(text: str) -> None:
+    msg = parse_client_message(decode(text, Protocol.JSON))
+    assert isinstance(msg, Danmaku)
+    encode_json({"text": msg.text}).encode()
+
+
+@given(st.text())
+def test_whatever_decodes_can_be_encoded(s: str) -> None:
+    """Every string that gets past decode survives the encoders it meets later."""
+    payload = json.dumps({"type": "danmaku", "text": s})  # ensure_ascii: surrogates become escapes
+    try:
+        obj = decode(payload, Protocol.JSON)
+    except WireError as exc:
+        assert exc.code == "invalid" and exc.field == "text"
+        return
+    encode_json(obj).encode("utf-8")
+    encode_msgpack(obj)

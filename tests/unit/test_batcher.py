@@ -1,0 +1,56 @@
+"""The grab batcher: one call per batch, and a bad item that never fails the others."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, ResponseError
+
+from liveserver.seckill.batcher import Answer, GrabBatcher, GrabRequest
+
+
+def _req(i: int, req_id: str | None = None) -> GrabRequest:
+    return GrabRequest(user=f"u{i}", req_id=req_id or f"r{i}", ip="127.0.0.1")
+
+
+async def _submit_all(batcher: GrabBatcher, reqs: list[GrabRequest]) -> list[Answer | BaseException]:
+    return await asyncio.gather(*(batcher.submit("sale", r) for r in reqs), return_exceptions=True)
+
+
+@pytest.mark.parametrize("error", [DataError("cannot encode"), ResponseError("script error"), UnicodeEncodeError(
+    "utf-8", "\ud800", 0, 1, "surrogates not allowed"), TypeError("a bug")])
+async def test_one_poisoned_grab_fails_alone(error: Exception) -> None:
+    calls: list[int] = []
+
+    async def run(target: object, batch: list[GrabRequest]) -> list[Answer]:
+        calls.append(len(batch))
+        await asyncio.sleep(0)
+        if any(r.req_id == "poison" for r in batch):
+            raise error
+        return [("ok", f"o-{r.user}", 1) for r in batch]
+
+    batcher = GrabBatcher(run, max_batch=256)
+    reqs = [_req(i, "poison" if i == 37 else None) for i in range(120)]
+    results = await _submit_all(batcher, reqs)
+    for i, result in enumerate(results):
+        if i == 37:
+            assert result is error
+        else:
+            assert result == ("ok", f"o-u{i}", 1)
+    assert len(calls) <= 2 + 2 * 8  # bisection: about 2 log2(n) calls, not one per grab
+
+
+async def test_redis_down_is_an_unknown_outcome_for_the_whole_batch() -> None:
+    calls = 0
+
+    async def run(target: object, batch: list[GrabRequest]) -> list[Answer]:
+        nonlocal calls
+        calls += 1
+        raise RedisConnectionError("connection refused")
+
+    batcher = GrabBatcher(run)
+    results = await _submit_all(batcher, [_req(i) for i in range(50)])
+    assert all(isinstance(r, RedisConnectionError) for r in results)
+    assert calls <= 2  # no split: every grab in it would fail the same way (the client retries)
