@@ -56,6 +56,22 @@ def _make_sale(redis_url: str, prefix: str, sale_id: str) -> None:
     r.close()
 
 
+def _durable(redis_url: str, appendfsync: str) -> None:
+    """Turn the benchmark's Redis into one that logs every write (AOF, in a temporary folder)."""
+    import tempfile
+
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    r.config_set("dir", tempfile.mkdtemp(prefix="ls-bench-aof-"))
+    r.config_set("appendonly", "yes")
+    r.config_set("appendfsync", appendfsync)
+    deadline = time.monotonic() + 30
+    while r.info("persistence").get("aof_rewrite_in_progress") and time.monotonic() < deadline:
+        time.sleep(0.05)  # turning AOF on writes the first AOF in the background
+    r.close()
+
+
 # ----------------------------------------------------------------------------- raw baseline
 
 
@@ -187,6 +203,8 @@ async def ws_main(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, redis: RedisServer) -> list[dict]:
     """The raw script (Redis's CPU watched), then liveserver (the server's CPU watched)."""
     prefix = fresh_prefix("seckill")
+    if args.appendfsync:
+        _durable(redis.url, args.appendfsync)
     make_room(redis.url, prefix)
     _make_sale(redis.url, prefix, "rawsale")
     _make_sale(redis.url, prefix, "bench-sale")
@@ -218,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--per-grabber-rate", type=float, default=0.0,
                    help="open loop: each grabber grabs this often a second (default: closed loop, one in flight each)")
     p.add_argument("--profile", help="record the server with py-spy (speedscope JSON) to this file")
+    p.add_argument("--appendfsync", choices=["everysec", "always"],
+                   help="run on a Redis with AOF on and this fsync policy (default: no AOF, as the other benchmarks)")
     return p
 
 
