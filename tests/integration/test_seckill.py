@@ -241,6 +241,8 @@ async def test_every_rejection_reason(start_node: StartNode) -> None:
     other = await join(node, "v2", room)
     assert (await other.grab(sale_id=one["sale_id"]))["ok"] is True
     assert (await v.grab(sale_id=one["sale_id"]))["reason"] == "sold_out"
+    # the winner, at its limit, hears 'limit' for a new grab of the sold-out sale, never 'sold_out'
+    assert (await other.grab(sale_id=one["sale_id"]))["reason"] == "limit"
     lim = await h.create_flash_sale(room, "tea", 1, 10, per_user_limit=1)
     assert (await v.grab(sale_id=lim["sale_id"]))["ok"] is True
     assert (await v.grab(sale_id=lim["sale_id"]))["reason"] == "limit"

@@ -53,8 +53,9 @@ for i = 1, n do
     elseif st == 'ended' then answer = 'ended'
     elseif not gcra_ok(KEYS[9 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
     elseif not gcra_ok(KEYS[9 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
-    elseif d.left <= 0 then answer = 'sold_out'
+    -- a user at their limit hears 'limit' whatever the stock: a winner is never told 'sold_out'
     elseif (tonumber(redis.call('HGET', keys.buyers, user)) or 0) + 1 > d.per_user then answer = 'limit'
+    elseif d.left <= 0 then answer = 'sold_out'
     else
       answer = 'ok'
       redis.call('SADD', KEYS[7], user)
