@@ -116,7 +116,8 @@ class Settings:
     alert_online_window_s: float = 60.0
     alert_online_min: int = 20  # rooms whose recent peak is smaller are not judged
     alert_no_paid_s: float = 300.0  # no paid order this long while a flash sale is live
-    alert_low_stock: int = 10  # a live sale with fewer left than this
+    alert_low_stock: int = 10  # a live sale with fewer left than this ...
+    alert_low_stock_pct: float = 20.0  # ... and at most this share of its stock, once some was sold
     alert_unpaid_min: int = 20  # at least this many orders waiting for payment ...
     alert_unpaid_ratio: float = 0.5  # ... and at least this share of the orders taken
     alert_clear_s: float = 10.0  # an alert clears once its condition has not held this long

@@ -9,7 +9,9 @@ Four rules, each with thresholds in :class:`AlertRules` (settings ``alert_*``):
 - ``no_paid_orders``: a flash sale is live and no order has been paid for
   ``no_paid_s`` seconds (counted from the later of the last payment and the
   start of the earliest live sale).
-- ``low_stock`` (one per sale): a live sale has fewer than ``low_stock`` left.
+- ``low_stock`` (one per sale): a live sale that has sold some of its stock
+  has fewer than ``low_stock`` left and at most ``low_stock_pct`` % of its
+  stock (so a new 3-unit sale is not "low", and a 10,000-unit one warns at 9).
 - ``unpaid_backlog``: at least ``unpaid_min`` orders of the room's sales wait
   for payment, and they are at least ``unpaid_ratio`` of the orders taken
   (pending ÷ (pending + paid)).
@@ -36,6 +38,7 @@ class AlertRules:
     online_min: int = 20
     no_paid_s: float = 300.0
     low_stock: int = 10
+    low_stock_pct: float = 20.0
     unpaid_min: int = 20
     unpaid_ratio: float = 0.5
     clear_after_s: float = 10.0
@@ -44,7 +47,7 @@ class AlertRules:
     def from_settings(cls, s: Any) -> AlertRules:
         return cls(
             online_drop_pct=s.alert_online_drop_pct, online_window_s=s.alert_online_window_s,
-            online_min=s.alert_online_min, no_paid_s=s.alert_no_paid_s, low_stock=s.alert_low_stock,
+            online_min=s.alert_online_min, no_paid_s=s.alert_no_paid_s, low_stock=s.alert_low_stock, low_stock_pct=s.alert_low_stock_pct,
             unpaid_min=s.alert_unpaid_min, unpaid_ratio=s.alert_unpaid_ratio, clear_after_s=s.alert_clear_s,
         )
 
@@ -60,6 +63,7 @@ class SaleState:
     pending: int
     paid: int
     starts_at_ms: int
+    stock: int = 0  # the sale's whole stock (0: unknown, judged by ``low_stock`` alone)
 
 
 class OnlineWindow:
@@ -108,7 +112,8 @@ def evaluate(
                 int(quiet_s), rules.no_paid_s, last_paid_at_ms=last_paid_ms or None,
             )
     for s in live:
-        if s.stock_left < rules.low_stock:
+        share_ok = s.stock == 0 or (s.stock_left < s.stock and s.stock_left * 100 <= s.stock * rules.low_stock_pct)
+        if s.stock_left < rules.low_stock and share_ok:
             out[f"low_stock:{s.sale_id}"] = _alert(
                 f"low_stock:{s.sale_id}", "low_stock", "info",
                 f"flash sale {s.sale_id} ({s.product_id}) has {s.stock_left} left",

@@ -284,7 +284,7 @@ class RoomMetrics:
 
     def _evaluate(self, body: dict[str, Any], recent_peak: int, drops: list[Drop]) -> dict[str, dict[str, Any]]:
         now = body["ts_ms"]
-        sales = [SaleState(d.id, d.product, d.status(now), d.left, d.pending, d.paid, d.starts)
+        sales = [SaleState(d.id, d.product, d.status(now), d.left, d.pending, d.paid, d.starts, d.stock)
                  for d in drops if d.kind == "sale"]
         return evaluate(self._rules, now_ms=now, online=body["online"], recent_peak=recent_peak,
                         room_live=body["room_status"] == "live", sales=sales,

@@ -60,7 +60,7 @@ async def test_online_drop_fires_and_clears_for_the_host_only(start_node: StartN
 
 
 async def test_stock_backlog_and_no_payment_alerts_follow_the_sale(start_node: StartNode) -> None:
-    rules = {"alert_low_stock": 10, "alert_unpaid_min": 3, "alert_unpaid_ratio": 0.5, "alert_no_paid_s": 2.5,
+    rules = {"alert_low_stock": 10, "alert_low_stock_pct": 80, "alert_unpaid_min": 3, "alert_unpaid_ratio": 0.5, "alert_no_paid_s": 2.5,
              "alert_clear_s": 0.0}
     node = await start_node(**rules, **FAST)
     async with HostClient(node.base_url, token("host1", "host")) as h, \
@@ -70,6 +70,8 @@ async def test_stock_backlog_and_no_payment_alerts_follow_the_sale(start_node: S
         alerts = Alerts(host_ws)
         sale = await h.create_flash_sale(room, "p1", 1000, 12)
         sid = sale["sale_id"]
+        await asyncio.sleep(1.2)  # pushes go by: a sale nobody bought from yet is not low on stock
+        assert not [m for m in host_ws.events._queue if m.get("kind") == "low_stock"]  # noqa: SLF001
         quiet = await alerts.wait("no_paid_orders", "firing", timeout_s=6)
         assert quiet["value"] >= 2 and quiet["last_paid_at_ms"] is None
         viewers = [await join(node, f"b{i}", room) for i in range(3)]
@@ -125,10 +127,13 @@ async def test_markers_and_windows_on_the_series(start_node: StartNode) -> None:
 
 
 async def test_a_dashboard_reload_keeps_its_alerts(start_node: StartNode) -> None:
-    node = await start_node(alert_low_stock=10, alert_clear_s=0.0, **FAST)
+    node = await start_node(alert_low_stock=10, alert_low_stock_pct=100, alert_clear_s=0.0, **FAST)
     async with HostClient(node.base_url, token("host1", "host")) as h:
         room = await _room(h)
-        sale = await h.create_flash_sale(room, "p1", 1000, 5)  # 5 left: low from the start
+        sale = await h.create_flash_sale(room, "p1", 1000, 5)
+        buyer = await join(node, "early", room)
+        assert (await buyer.grab(sale_id=sale["sale_id"]))["ok"]  # 4 of 5 left: low
+        await buyer.close()
         first = await ViewerClient.connect(node.ws_url, token("host1", "host"), room)
         fired = await Alerts(first).wait(f"low_stock:{sale['sale_id']}", "firing")
         await first.close()

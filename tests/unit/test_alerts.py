@@ -11,8 +11,8 @@ NOW = 1_800_000_000_000
 
 
 def sale(status: str = "live", left: int = 100, pending: int = 0, paid: int = 0, starts: int = NOW - 1000,
-         sale_id: str = "s1") -> SaleState:
-    return SaleState(sale_id, "p1", status, left, pending, paid, starts)
+         sale_id: str = "s1", stock: int = 0) -> SaleState:
+    return SaleState(sale_id, "p1", status, left, pending, paid, starts, stock)
 
 
 def judge(online: int = 100, recent_peak: int = 100, sales: list[SaleState] | None = None,
@@ -104,3 +104,14 @@ def test_windows_have_no_change_until_both_windows_are_complete() -> None:
     assert w["last"]["enter"] == 50 and w["previous"]["enter"] == 20  # only 2 minutes before the window
     assert w["change"]["enter"] is None
     assert windows({"online": [5]})["last"]["online"] == 0  # the first minute is still counting
+
+
+def test_low_stock_is_judged_against_the_sales_own_stock() -> None:
+    def low(left: int, stock: int) -> bool:
+        return bool(judge(sales=[sale(left=left, sale_id="s", stock=stock)], last_paid_ms=NOW))
+
+    assert not low(3, 3)  # a new 3-unit sale: nothing sold yet
+    assert not low(2, 3)  # 67 % left is not low
+    assert low(1, 5)  # 20 %
+    assert not low(9, 12)
+    assert low(9, 10_000) and not low(10, 10_000)  # big sales warn at the absolute threshold
