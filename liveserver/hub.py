@@ -377,7 +377,11 @@ class Hub:
 
     def add(self, conn: Connection) -> tuple[bool, bool]:
         """Register ``conn`` (whose user slot is reserved).  Returns (first connection in
-        the room, first of the user in the room)."""
+        the room, first of the user in the room).
+
+        Only the audience counts as the room's users (presence, ``online``, UV, PV and watch
+        time): a connection that may run the room (its host, an admin) is a connection
+        of the room but not one of its users."""
         r = self._rooms.get(conn.room)
         first_room = r is None
         if r is None:
@@ -387,6 +391,8 @@ class Hub:
             r.msgpack_conns += 1
         else:
             r.json_conns += 1
+        if conn.is_host:
+            return first_room, False
         n = r.users.get(conn.user, 0)
         r.users[conn.user] = n + 1
         return first_room, n == 0
@@ -401,11 +407,13 @@ class Hub:
             r.msgpack_conns -= 1
         else:
             r.json_conns -= 1
-        n = r.users.get(conn.user, 1) - 1
-        if n <= 0:
-            r.users.pop(conn.user, None)
-        else:
-            r.users[conn.user] = n
+        n = 1
+        if not conn.is_host:
+            n = r.users.get(conn.user, 1) - 1
+            if n <= 0:
+                r.users.pop(conn.user, None)
+            else:
+                r.users[conn.user] = n
         self.release_user(conn.user)
         empty = not r.conns
         if empty:

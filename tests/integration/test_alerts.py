@@ -44,14 +44,14 @@ async def test_online_drop_fires_and_clears_for_the_host_only(start_node: StartN
         host_ws = await ViewerClient.connect(node.ws_url, token("host1", "host"), room)
         alerts = Alerts(host_ws)
         viewers = [await join(node, f"v{i}", room) for i in range(10)]
-        await host_ws.wait_for("metrics", 5, lambda m: m["online"] == 11)
-        for v in viewers[:4]:  # 11 -> 7: down 36 %
+        await host_ws.wait_for("metrics", 5, lambda m: m["online"] == 10)  # the host is not audience
+        for v in viewers[:4]:  # 10 -> 6: down 40 %
             await v.close()
         fired = await alerts.wait("online_drop", "firing")
-        assert fired["kind"] == "online_drop" and fired["baseline"] == 11 and fired["online"] == 7
+        assert fired["kind"] == "online_drop" and fired["baseline"] == 10 and fired["online"] == 6
         body = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
         assert [a["alert_id"] for a in body["alerts"]] == ["online_drop"]
-        # the 11 leaves the 3 s window: 7 is the new baseline and the alert clears
+        # the 10 leaves the 3 s window: 6 is the new baseline and the alert clears
         cleared = await alerts.wait("online_drop", "cleared", timeout_s=6)
         assert cleared["since_ms"] == fired["since_ms"] and cleared["ts_ms"] > fired["ts_ms"]
         assert not [m for m in viewers[5].events._queue if m.get("type") in ("alert", "metrics")]  # noqa: SLF001

@@ -20,6 +20,27 @@ async def online(node: RunningNode, room: str) -> int:
         return (await c.get_room(room))["online"]
 
 
+async def test_hosts_and_admins_are_not_audience(start_node: StartNode, live_room: str) -> None:
+    """The host's dashboard and an admin's console are connections of the room, not viewers: they
+    are not in ``online``, UV, PV or watch time, on any node."""
+    a = await start_node()
+    b = await start_node()
+    dashboard = await ViewerClient.connect(a.ws_url, token("host1", "host"), live_room)
+    console = await ViewerClient.connect(b.ws_url, token("ops", "admin"), live_room)
+    other_host = await ViewerClient.connect(b.ws_url, token("host2", "host"), live_room)  # another room's host watching
+    await asyncio.sleep(0.2)
+    assert dashboard.welcome["room"]["online"] == 0
+    assert await online(a, live_room) == 1 and await online(b, live_room) == 1  # only host2, as a viewer
+    viewer = await join(b, "fan", live_room)
+    assert viewer.welcome["room"]["online"] == 2
+    await asyncio.sleep(1.3)  # the metrics tally is written once a second
+    async with HostClient(a.base_url, token("host1", "host")) as h:
+        m = await h.request("GET", f"/api/v1/rooms/{live_room}/metrics")
+    assert m["online"] == 2 and m["uv"] == 2 and m["pv"] == 2
+    for c in (dashboard, console, other_host, viewer):
+        await c.close()
+
+
 async def test_distinct_users_and_leaves(start_node: StartNode, live_room: str) -> None:
     a = await start_node()
     b = await start_node()
