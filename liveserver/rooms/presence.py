@@ -150,10 +150,12 @@ class Presence:
             return {}
         args = [self.node_id, self._ttl_ms]
         if self._pipelined:
-            pipe = self._redis.pipeline(transaction=False)
-            for room in rooms:
-                await self._scripts.presence_beat(keys=self._node_keys(room), args=args, client=pipe)
-            results = await pipe.execute()
+            # ``async with``: a pipeline of scripts checks them (SCRIPT EXISTS) before execute()'s
+            # own cleanup begins, and would keep its pooled connection when Redis is down then
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    await self._scripts.presence_beat(keys=self._node_keys(room), args=args, client=pipe)
+                results = await pipe.execute()
         else:
             results = await asyncio.gather(
                 *(self._scripts.presence_beat(keys=self._node_keys(room), args=args) for room in rooms)
