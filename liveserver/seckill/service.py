@@ -77,6 +77,8 @@ class Drop:
     ended: bool
     sold_out_ms: int = 0  # when it last sold out (0: never)
     orders: int = 0  # orders taken (sales) or coupons won, ever
+    title: str | None = None  # the product's title and price when the drop was made
+    list_price: int | None = None
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> Drop:
@@ -86,6 +88,7 @@ class Drop:
             pending=int(h["pending"]), paid=int(h["paid"]), per_user=int(h["per_user"]),
             starts=int(float(h["starts"])), ends=int(float(h["ends"])), pay_ms=int(h.get("pay_ms") or 0),
             ended=h.get("ended") == "1", sold_out_ms=int(h.get("sold_out_ms") or 0), orders=int(h.get("seq") or 0),
+            title=h.get("title"), list_price=int(h["list_price"]) if h.get("list_price") else None,
         )
 
     def status(self, now: int) -> str:
@@ -102,7 +105,13 @@ class Drop:
             "ends_at_ms": self.ends,
             "stock_left": self.left,
             "price_cents": self.price,
+            "stock": self.stock,
+            "per_user_limit": self.per_user,
         }
+        if self.title is not None:
+            msg["title"] = self.title
+        if self.list_price is not None:
+            msg["original_price_cents"] = self.list_price
         if self.kind == "coupon":
             msg["discount_cents"] = self.discount
         return msg
@@ -217,7 +226,7 @@ class SeckillService:
         code, starts, ends = await self._scripts.seckill_create(
             keys=[dk.meta],
             args=[kind, drop_id, room_id, product_id, price, discount, stock, per_user, starts_ms, countdown_ms,
-                  duration_s * 1000, pay_s * 1000, rk.channel],
+                  duration_s * 1000, pay_s * 1000, rk.channel, product.title, product.price_cents],
         )
         drop = await self._load(drop_id)
         if drop is None or drop.kind != kind or drop.room != room_id:  # the id is another room's or kind's

@@ -475,3 +475,33 @@ async def test_blocklisted_winner_still_gets_its_order_on_retry(start_node: Star
     assert e.value.status == 422 and e.value.field == "countdown_s"
     await v.close()
     await h.close()
+
+
+async def test_viewers_see_the_stock_fall_at_most_once_a_second(start_node: StartNode) -> None:
+    """While a sale is live the grab script pushes ``stock_left`` (at most once a second per drop,
+    from every node together), with the product's title and list price."""
+    a = await start_node(client_msg_rate=1000.0, client_msg_burst=1000)
+    b = await start_node(client_msg_rate=1000.0, client_msg_burst=1000)
+    h, room = await setup_room(a)
+    watcher = await join(b, "watcher", room)
+    sale = await h.create_flash_sale(room, "tea", 5000, 100, per_user_limit=100)
+    first = await watcher.wait_for("flash_sale", predicate=lambda m: m["sale_id"] == sale["sale_id"])
+    assert first["title"] and first["original_price_cents"] > 0 and first["stock"] == 100
+    buyers = [await join(a if i % 2 else b, f"buy{i}", room) for i in range(4)]
+    started = asyncio.get_running_loop().time()
+    for k in range(30):  # 30 wins over about 2.5 s, on both nodes
+        assert (await buyers[k % 4].grab(sale_id=sale["sale_id"], req_id=f"g{k}"))["ok"]
+        await asyncio.sleep(0.08)
+    elapsed = asyncio.get_running_loop().time() - started
+    await asyncio.sleep(1.1)
+    pushes = []
+    while not watcher.events.empty():
+        m = watcher.events.get_nowait()
+        if m.get("type") == "flash_sale" and m["sale_id"] == sale["sale_id"]:
+            pushes.append(m["stock_left"])
+    assert pushes == sorted(pushes, reverse=True) and pushes[-1] <= 90
+    falls = set(pushes) - {100}  # the start push (scheduled, it may already say 99) is not a grab's
+    assert len(falls) <= elapsed + 1  # at most one a second
+    for c in (watcher, *buyers):
+        await c.close()
+    await h.close()

@@ -1,7 +1,9 @@
 -- Shared by the seckill_*.lua scripts (prepended to each when it is loaded).
 -- A drop is a flash sale or a coupon; all its keys share the hash tag {d:<id>}.
 -- Meta hash fields: kind (sale|coupon), id, room, product, price, discount,
--- stock, left, pending, paid, per_user, starts, ends, pay_ms, channel, ended, seq.
+-- stock, left, pending, paid, per_user, starts, ends, pay_ms, channel, ended, seq,
+-- title and list_price (the product's title and price when the drop was made),
+-- announced (when the last stock push went out, ms).
 -- Invariant kept by every script: left + pending + paid = stock (coupons: paid
 -- counts claimed coupons, pending stays 0).
 
@@ -11,7 +13,7 @@ local function now_ms()
 end
 
 local FIELDS = {'kind', 'id', 'room', 'product', 'price', 'discount', 'stock', 'left', 'pending',
-  'paid', 'per_user', 'starts', 'ends', 'pay_ms', 'channel', 'ended'}
+  'paid', 'per_user', 'starts', 'ends', 'pay_ms', 'channel', 'ended', 'title', 'list_price'}
 
 local function load(meta)
   local v = redis.call('HMGET', meta, unpack(FIELDS))
@@ -20,7 +22,7 @@ local function load(meta)
     discount = tonumber(v[6]) or 0, stock = tonumber(v[7]), left = tonumber(v[8]),
     pending = tonumber(v[9]), paid = tonumber(v[10]), per_user = tonumber(v[11]),
     starts = tonumber(v[12]), ends = tonumber(v[13]), pay_ms = tonumber(v[14]),
-    channel = v[15], ended = v[16] == '1'}
+    channel = v[15], ended = v[16] == '1', title = v[17], list_price = tonumber(v[18])}
 end
 
 local function status(d, now)
@@ -33,7 +35,10 @@ end
 -- Tell the room's viewers (every node) how the drop stands.
 local function announce(d, now)
   local msg = {product_id = d.product, status = status(d, now), starts_at_ms = d.starts,
-    ends_at_ms = d.ends, stock_left = d.left, price_cents = d.price}
+    ends_at_ms = d.ends, stock_left = d.left, price_cents = d.price, stock = d.stock,
+    per_user_limit = d.per_user}
+  if d.title then msg.title = d.title end
+  if d.list_price then msg.original_price_cents = d.list_price end
   if d.kind == 'coupon' then
     msg.type = 'coupon'; msg.coupon_id = d.id; msg.discount_cents = d.discount
   else

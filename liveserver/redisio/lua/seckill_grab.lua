@@ -37,6 +37,7 @@ local function gcra_ok(key, rate, burst)
 end
 
 local sold_before = d.left <= 0
+local left_before = d.left
 local ids_checked = false
 for i = 1, n do
   local user, req, refusal = ARGV[5 + 3 * i - 2], ARGV[5 + 3 * i - 1], ARGV[5 + 3 * i]
@@ -94,5 +95,12 @@ redis.call('HSET', keys.meta, 'left', d.left, 'pending', d.pending, 'paid', d.pa
 if d.left <= 0 and not sold_before then
   redis.call('HSET', keys.meta, 'sold_out_ms', now)  -- the sell-out marker on the host's series
   announce(d, now)
+elseif d.left ~= left_before then
+  -- every viewer sees the stock fall: at most one push a second per drop, from every node together
+  local last = tonumber(redis.call('HGET', keys.meta, 'announced')) or 0
+  if now - last >= 1000 then
+    redis.call('HSET', keys.meta, 'announced', now)
+    announce(d, now)
+  end
 end
 return out
