@@ -85,7 +85,7 @@ class RoomMetrics:
     def __init__(
         self, redis: Any, keyspace: Keyspace, hub: Hub, clock: Any, online: Any, node_id: str, *,
         rules: AlertRules, drops_of: Callable[[str], Awaitable[list[Drop]]],
-        packets_of: Callable[[str], Awaitable[tuple[int, int]]],
+        packets_of: Callable[[str], Awaitable[tuple[int, int, list[dict[str, Any]]]]],
     ) -> None:
         self._redis = redis
         self._keys = keyspace
@@ -95,7 +95,7 @@ class RoomMetrics:
         self._node_id = node_id
         self._rules = rules
         self._drops_of = drops_of  # SeckillService.history
-        self._packets_of = packets_of  # RedPacketService.claimed: (claims, cents) of the room's packets
+        self._packets_of = packets_of  # RedPacketService.claimed: (claims, cents, each packet) of the room
         self._settled_stats: dict[str, dict[str, int]] = {}  # stats of settled sales: they never change
         #: rooms whose hosts this node pushes to, kept a while after their last host left (a
         #: dashboard reload keeps its alerts and its online baseline)
@@ -208,7 +208,7 @@ class RoomMetrics:
         series = {name: series[name] for name in SERIES}
         gmv = sum(d.paid * d.price for d in sales)
         last_paid = max((st.get("last_paid", 0) for st in stats.values()), default=0)
-        claims, claimed_cents = await self._packets_of(room_id)
+        claims, claimed_cents, packets = await self._packets_of(room_id)
         c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
              "buyer_uv": int(buyer_uv), "gmv_cents": gmv}
         body: dict[str, Any] = {
@@ -227,6 +227,7 @@ class RoomMetrics:
         ended = [d for d in drops if d.status(now) == "ended"]
         shown = [d for d in drops if d.status(now) != "ended" or d in ended[-ENDED_DROPS_SHOWN:]]
         body["drops"] = [{"kind": d.kind, **d.public(now)} for d in shown]
+        body["red_packets"] = packets[-ENDED_DROPS_SHOWN:]
         return body
 
     def _sale_stats(self, sales: list[Drop], unsettled: list[Drop], fresh: list[dict[str, str]],

@@ -204,16 +204,29 @@ class RedPacketService:
                 body["mine"] = {"amount_cents": int(mine)}
         return body
 
-    async def claimed(self, room_id: str) -> tuple[int, int]:
-        """Shares claimed and cents paid out over every packet the room ever had (its metrics)."""
+    async def claimed(self, room_id: str) -> tuple[int, int, list[dict[str, Any]]]:
+        """Shares claimed and cents paid out over every packet the room ever had, and each
+        packet's figures, newest last (the room's metrics and the host's drops table)."""
         ids = sorted(await self._redis.smembers(self._keys.room(room_id).metric("packets")))
         if not ids:
-            return 0, 0
+            return 0, 0, []
         pipe = self._redis.pipeline(transaction=False)
         for i in ids:
-            pipe.hmget(self._keys.packet(i).meta, ["room", "claimed_count", "claimed_cents"])
-        rows = [r for r in await pipe.execute() if r[0] == room_id]
-        return sum(int(r[1] or 0) for r in rows), sum(int(r[2] or 0) for r in rows)
+            pipe.hmget(self._keys.packet(i).meta, _FIELDS)
+        rows = [h for h in (self._parse(v) for v in await pipe.execute()) if h is not None and h["room"] == room_id]
+        rows.sort(key=lambda h: h["starts"])
+        packets = []
+        for h in rows:
+            body: dict[str, Any] = {
+                "packet_id": h["id"], "status": self._status(h), "total_cents": h["total"], "count": h["count"],
+                "claimed_count": h["claimed_count"], "claimed_cents": h["claimed_cents"],
+                "left_cents": h["total"] - h["claimed_cents"] - max(0, h["refunded"]),
+                "refunded_cents": max(0, h["refunded"]), "starts_at_ms": h["starts"], "expires_at_ms": h["expires"],
+            }
+            if h["lucky_user"]:
+                body["luckiest"] = {"user": h["lucky_user"], "amount_cents": h["lucky_cents"]}
+            packets.append(body)
+        return sum(h["claimed_count"] for h in rows), sum(h["claimed_cents"] for h in rows), packets
 
     async def room_packets(self, room_id: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
         """The ``red_packet`` bodies of the room's packets that have not expired (for ``welcome``);
