@@ -43,6 +43,7 @@ from .wire import (
     Ping,
     Protocol,
     WireError,
+    close_reason,
     decode,
     encode,
     error_message,
@@ -161,7 +162,7 @@ class Session:
                 frame = encode(error_message(error_code, reason, req_id=req_id), self.protocol)
                 await (self.ws.send_bytes(frame) if isinstance(frame, bytes) else self.ws.send_str(frame))
             await asyncio.wait_for(
-                self.ws.close(code=code, message=reason.encode()[:120]), self.node.settings.close_grace_s
+                self.ws.close(code=code, message=close_reason(reason)), self.node.settings.close_grace_s
             )
         self.node.metrics.ws_errors.labels(code=error_code or str(code)).inc()
 

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from .auth import Principal
-from .wire import DROPPABLE_TYPES, CloseCode, Protocol, encode_frame, frame
+from .wire import DROPPABLE_TYPES, CloseCode, Protocol, close_reason, encode_frame, frame
 
 __all__ = ["Connection", "Hub", "QueueLimits", "HubStats"]
 
@@ -246,7 +246,7 @@ class Connection:
     async def _close_ws(self, code: int, reason: str) -> None:
         try:
             await asyncio.wait_for(
-                self.ws.close(code=code, message=reason.encode()[:120]), self._limits.close_grace_s
+                self.ws.close(code=code, message=close_reason(reason)), self._limits.close_grace_s
             )
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
             self.abort()

@@ -38,6 +38,7 @@ __all__ = [
     "Claim",
     "decode",
     "encode",
+    "close_reason",
     "encode_frame",
     "encode_json",
     "frame",
@@ -132,6 +133,13 @@ def encode_msgpack(msg: dict[str, Any]) -> bytes:
 def encode(msg: dict[str, Any], protocol: Protocol) -> str | bytes:
     """One frame's payload: ``str`` for a text frame (JSON), ``bytes`` for binary (msgpack)."""
     return encode_msgpack(msg) if protocol is Protocol.MSGPACK else encode_json(msg)
+
+
+def close_reason(text: str, limit: int = 120) -> bytes:
+    """A close frame's reason: ``text`` as UTF-8, cut to at most ``limit`` bytes on a character
+    boundary (a control frame holds 125 bytes with the code; RFC 6455 section 5.5 and 7.1.6:
+    the reason must be valid UTF-8, or the client fails the connection with 1007)."""
+    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore").encode("utf-8")
 
 
 def frame(payload: bytes, *, text: bool) -> bytes:

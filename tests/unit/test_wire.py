@@ -554,3 +554,11 @@ def test_whatever_decodes_can_be_encoded(s: str) -> None:
         return
     encode_json(obj).encode("utf-8")
     encode_msgpack(obj)
+
+
+@pytest.mark.parametrize("text", ["é" * 80, "\x1f" * 14 + "¡" * 60, "中" * 50, "😀" * 40, "ok"])
+def test_close_reasons_are_cut_on_a_character_boundary(text: str) -> None:
+    from liveserver.wire import close_reason
+
+    cut = close_reason(text)
+    assert len(cut) <= 120 and text.startswith(cut.decode("utf-8"))  # valid UTF-8, a prefix of the text
