@@ -5,6 +5,18 @@ COPY pyproject.toml README.md ./
 COPY liveserver ./liveserver
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
+# The test image: `docker build --target test -t liveserver-test . && docker run --rm liveserver-test`
+# runs the whole suite, browser tests included (Debian's Chromium, with the CJK and emoji fonts
+# the pages' screenshots need).
+FROM python:3.11-slim AS test
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends chromium fonts-noto-cjk \
+        fonts-noto-color-emoji && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN pip install --no-cache-dir -e '.[test]'
+CMD ["python", "-m", "pytest"]
+
+# The server (the last stage: what `docker build .` and docker-compose.yml build).
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 liveserver
 COPY --from=build /wheels /wheels

@@ -129,6 +129,10 @@ class Drop:
             "ends_at_ms": self.ends,
             "price_cents": self.price,
         }
+        if self.title is not None:
+            body["title"] = self.title
+        if self.list_price is not None:
+            body["original_price_cents"] = self.list_price
         if self.kind == "sale":
             body.update(pending=self.pending, paid=self.paid, pay_timeout_s=self.pay_ms // 1000)
         else:

@@ -2,6 +2,7 @@
 // from the host's WebSocket; pins, flash sales and red packets through the REST API.
 /* global uPlot */
 import { LiveSocket, api, askForToken, esc, money, obtainToken, pct, roomFromUrl, tokenClaims } from "./live.js";
+import { reason, statusText, t, translatePage } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromUrl();
@@ -25,10 +26,28 @@ function notice(text) {
   $("notice").textContent = text;
 }
 
+function setStatus(status) {
+  $("status").textContent = statusText(status);
+  $("status").dataset.status = status;
+}
+
 function change(rate) {
   if (rate === null || rate === undefined) return "";
   const sign = rate > 0 ? "▲" : rate < 0 ? "▼" : "";
-  return `${sign} ${Math.abs(rate * 100).toFixed(0)}% vs previous 5 min`;
+  return t("change.vs", { sign, n: Math.abs(rate * 100).toFixed(0) });
+}
+
+/** "¥12.34" typed by the host, in integer cents; null when it is not an amount of yuan. */
+export function yuanToCents(text) {
+  const m = /^\s*(\d{1,9})(?:[.,](\d{1,2}))?\s*$/.exec(String(text));
+  if (!m) return null;
+  return Number(m[1]) * 100 + Number((m[2] || "").padEnd(2, "0"));
+}
+
+function clockText(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const mm = String(Math.floor(s / 60)).padStart(2, "0");
+  return `${mm}:${String(s % 60).padStart(2, "0")}`;
 }
 
 // -- charts (uPlot, vendored) ----------------------------------------------------------------
@@ -105,13 +124,13 @@ function renderCards(m) {
   $("c-gmv").textContent = `¥${money(m.gmv_cents)}`;
   $("d-gmv").textContent = change(m.windows?.change.gmv_cents);
   $("c-online").textContent = m.online;
-  $("c-peak").textContent = `peak ${m.peak_online}`;
+  $("c-peak").textContent = t("card.peak", { n: m.peak_online });
   $("c-paid").textContent = m.paid_count;
-  $("c-buyers").textContent = `${m.buyer_uv} buyers`;
+  $("c-buyers").textContent = t("card.buyers", { n: m.buyer_uv });
   $("c-orders").textContent = m.order_count;
   $("d-orders").textContent = change(m.windows?.change.order_count);
   $("c-uv").textContent = m.uv;
-  $("c-pv").textContent = `${m.pv} views`;
+  $("c-pv").textContent = t("card.pv", { n: m.pv });
   $("c-watch").textContent = m.avg_watch_s.toFixed(0);
   $("c-gpm").textContent = `¥${money(m.gpm_cents)}`;
   $("c-uvv").textContent = `¥${money(m.uv_value_cents)}`;
@@ -122,10 +141,10 @@ function renderCards(m) {
 
 function renderFunnel(m) {
   const steps = [
-    ["Saw a product", m.exposure_uv, null],
-    ["Clicked", m.click_uv, m.ctr],
-    ["Ordered", m.order_uv, m.click_uv ? m.order_uv / m.click_uv : 0],
-    ["Paid", m.buyer_uv, m.order_uv ? m.buyer_uv / m.order_uv : 0],
+    [t("funnel.saw"), m.exposure_uv, null],
+    [t("funnel.clicked"), m.click_uv, m.ctr],
+    [t("funnel.ordered"), m.order_uv, m.click_uv ? m.order_uv / m.click_uv : 0],
+    [t("funnel.paid"), m.buyer_uv, m.order_uv ? m.buyer_uv / m.order_uv : 0],
   ];
   const top = Math.max(1, m.exposure_uv);
   $("funnel").innerHTML = steps
@@ -134,7 +153,7 @@ function renderFunnel(m) {
         <span class="bar" style="width:${Math.max(2, (100 * n) / top)}%"></span>
         <span class="n" data-testid="funnel-${i}">${n}</span>
         <span class="rate">${rate === null ? "" : pct(rate)}</span></div>`)
-    .join("") + `<p class="muted">Click → pay ${pct(m.click_to_pay_rate)} · viewers → buyers ${pct(m.conversion_rate)}</p>`;
+    .join("") + `<p class="muted">${esc(t("funnel.summary", { a: pct(m.click_to_pay_rate), b: pct(m.conversion_rate) }))}</p>`;
 }
 
 function renderProducts(m) {
@@ -146,7 +165,7 @@ function renderProducts(m) {
       <td>${p.exposure_uv ? pct(p.click_uv / p.exposure_uv) : "–"}</td>
       <td>${p.order_count}</td><td>${p.paid_count}</td><td>¥${money(p.gmv_cents)}</td>
       <td>${p.stock_left ?? "–"}</td>
-      <td><button class="small" data-pin="${esc(p.product_id)}">Pin</button></td></tr>`)
+      <td><button class="small" data-pin="${esc(p.product_id)}">${esc(t("pin"))}</button></td></tr>`)
     .join("");
   if (rows !== rendered.products) $("products").innerHTML = rendered.products = rows;
   const options = m.products
@@ -161,27 +180,45 @@ function renderProducts(m) {
   }
 }
 
+function dropNote(d, now) {
+  if (d.status === "countdown") return t("drops.starts_in", { t: clockText(d.starts_at_ms - now) });
+  if (d.status === "live") return t("drops.ends_in", { t: clockText(d.ends_at_ms - now) });
+  return "";
+}
+
 function renderDrops(m) {
-  $("drops").innerHTML = m.drops
-    .slice(-8)
-    .reverse()
-    .map((d) => `<tr data-status="${d.status}"><td>${esc(d.sale_id || d.coupon_id)}<br>
-      <small class="muted">${esc(d.product_id)}</small></td><td><span class="badge" data-status="${d.status}">${d.status}</span></td>
-      <td>${d.stock_left}/${d.stock}</td><td>${d.pending ?? "–"}</td><td>${d.paid ?? d.claimed ?? "–"}</td></tr>`)
-    .join("") || `<tr><td colspan="5" class="muted">No drops yet</td></tr>`;
+  const now = m.ts_ms;
+  const sales = m.drops.slice(-8).map((d) => ({ at: d.starts_at_ms, html: `<tr data-drop="${esc(d.sale_id || d.coupon_id)}"
+      data-status="${d.status}"><td>${esc(d.title || d.product_id)}<br><small class="muted">${esc(d.sale_id || d.coupon_id)}</small></td>
+      <td><span class="badge" data-status="${d.status}">${esc(statusText(d.status))}</span></td>
+      <td>${d.stock_left}/${d.stock}</td><td>${d.pending ?? "–"}</td><td>${d.paid ?? d.claimed ?? "–"}</td>
+      <td data-testid="drop-note">${esc(dropNote(d, now))}</td></tr>` }));
+  const packets = (m.red_packets || []).slice(-8).map((p) => {
+    const notes = [];
+    if (p.status === "countdown") notes.push(t("drops.starts_in", { t: clockText(p.starts_at_ms - now) }));
+    if (p.refunded_cents) notes.push(t("drops.refunded", { amount: money(p.refunded_cents) }));
+    if (p.luckiest) notes.push(t("drops.luckiest", { user: p.luckiest.user, amount: money(p.luckiest.amount_cents) }));
+    return { at: p.starts_at_ms, html: `<tr data-packet="${esc(p.packet_id)}" data-status="${p.status}">
+      <td>${esc(t("drops.packet", { total: money(p.total_cents) }))}<br><small class="muted">${esc(p.packet_id)}</small></td>
+      <td><span class="badge" data-status="${p.status}">${esc(statusText(p.status))}</span></td>
+      <td>${esc(t("drops.packet_left", { amount: money(p.left_cents) }))}</td><td>–</td>
+      <td>${p.claimed_count}/${p.count} · ¥${money(p.claimed_cents)}</td><td data-testid="packet-note">${esc(notes.join(" · "))}</td></tr>` };
+  });
+  const rows = [...sales, ...packets].sort((a, b) => b.at - a.at).map((r) => r.html);
+  $("drops").innerHTML = rows.join("") || `<tr><td colspan="6" class="muted">${esc(t("drops.none"))}</td></tr>`;
 }
 
 function renderAlerts(firing) {
   $("alerts").innerHTML = firing.length
     ? firing.map((a) => `<li class="alert ${a.severity}" data-alert="${esc(a.alert_id)}">
         <b>${esc(a.kind.replace(/_/g, " "))}</b> ${esc(a.message)}
-        <small>${a.since_ms ? `since ${new Date(a.since_ms).toLocaleTimeString()}` : "now"}</small></li>`).join("")
-    : `<li class="muted">All clear</li>`;
+        <small>${a.since_ms ? esc(t("alerts.since", { t: new Date(a.since_ms).toLocaleTimeString() })) : esc(t("alerts.now"))}</small></li>`).join("")
+    : `<li class="muted">${esc(t("alerts.clear"))}</li>`;
   $("alert-log").innerHTML = alertLog
     .slice(-10)
     .reverse()
     .map((a) => `<li data-status="${a.status}">${new Date(a.ts_ms).toLocaleTimeString()} · ${esc(a.kind.replace(/_/g, " "))}
-      <b>${a.status}</b></li>`)
+      <b>${esc(t(`alert.${a.status}`))}</b></li>`)
     .join("");
 }
 
@@ -193,7 +230,7 @@ function render(m) {
   renderDrops(m);
   renderAlerts(m.alerts || []);
   renderCharts(m);
-  $("updated").textContent = `updated ${new Date(m.ts_ms).toLocaleTimeString()}`;
+  $("updated").textContent = t("dash.updated", { t: new Date(m.ts_ms).toLocaleTimeString() });
 }
 
 function addDanmaku(item) {
@@ -209,16 +246,28 @@ function addDanmaku(item) {
 
 async function act(fn) {
   try {
-    await fn();
+    const done = await fn();
     notice("");
+    return done;
   } catch (e) {
-    notice(e.message);
+    notice(e.code === "invalid" || e.code === "conflict" ? e.message : reason(e.code));
+    return null;
   }
 }
 
+/** The form's fields: money (`price`, `total`, typed in yuan) as integer cents, ids as text,
+ *  the rest as integers.  Throws on an amount that is not yuan with at most two decimals. */
 function formBody(form) {
   const body = {};
-  for (const [k, v] of new FormData(form)) if (v !== "") body[k] = k === "product_id" ? v : Number(v);
+  for (const [k, v] of new FormData(form)) {
+    if (v === "") continue;
+    if (k === "product_id") body[k] = v;
+    else if (k === "price" || k === "total") {
+      const cents = yuanToCents(v);
+      if (cents === null) throw Object.assign(new Error(t("form.bad_money")), { code: "invalid" });
+      body[`${k === "price" ? "price" : "total"}_cents`] = cents;
+    } else body[k] = Number(v);
+  }
   return body;
 }
 
@@ -233,30 +282,37 @@ async function hostToken() {
 }
 
 async function main() {
-  $("viewer-link").href = `viewer.html?room=${encodeURIComponent(room)}`;
+  translatePage();
+  document.title = t("dash.title");
+  const lang = new URLSearchParams(location.search).get("lang");
+  $("viewer-link").href = `viewer.html?room=${encodeURIComponent(room)}${lang ? `&lang=${lang}` : ""}`;
   token = await hostToken();
   if (!token) return askForToken($("token-box"), "host");
-  render(await api("GET", `/api/v1/rooms/${encodeURIComponent(room)}/metrics`, token));
+  try {
+    render(await api("GET", `/api/v1/rooms/${encodeURIComponent(room)}/metrics`, token));
+  } catch (e) {
+    if (e.status === 403) return notice(`${t("dash.need_host")} (${e.message})`);
+    throw e;
+  }
   const sock = new LiveSocket(room, token);
   sock.on("welcome", (w) => {
     notice("");
     $("title").textContent = w.room.title;
-    document.title = `${w.room.title} · dashboard`;
-    $("status").textContent = w.room.status;
-    $("status").dataset.status = w.room.status;
+    document.title = `${w.room.title} · ${t("dash.title")}`;
+    setStatus(w.room.status);
   });
   sock.on("metrics", render);
   sock.on("alert", (a) => {
     alertLog.push(a);
     if (last) renderAlerts(last.alerts || []);
   });
-  sock.on("room", (m) => {
-    $("status").textContent = m.status;
-    $("status").dataset.status = m.status;
-  });
+  sock.on("room", (m) => setStatus(m.status));
   sock.on("danmaku", (m) => m.items.forEach(addDanmaku));
   sock.on("danmaku_deleted", (m) => document.querySelector(`#feed li[data-id="${m.id}"]`)?.remove());
-  sock.on("status", (s) => notice(s.fatal ? `Closed: ${s.reason || s.code}` : "Reconnecting…"));
+  sock.on("status", (s) => {
+    setStatus(s.fatal ? "closed" : "reconnecting");
+    notice(s.fatal ? t("dash.closed", { reason: s.reason || s.code }) : t("dash.reconnecting"));
+  });
   sock.connect();
 
   const base = `/api/v1/rooms/${encodeURIComponent(room)}`;
@@ -264,14 +320,28 @@ async function main() {
     const pid = ev.target.dataset?.pin;
     if (pid) act(() => api("POST", `${base}/products/${encodeURIComponent(pid)}/pin`, token));
   });
-  $("sale-form").addEventListener("submit", (ev) => {
+  const confirm = (form, text) => {
+    form.querySelector(".done").textContent = text;
+  };
+  $("sale-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    act(() => api("POST", `${base}/flash-sales`, token, formBody(ev.target)));
+    const form = ev.target;
+    confirm(form, "");
+    const sale = await act(() => api("POST", `${base}/flash-sales`, token, formBody(form)));
+    if (sale) confirm(form, t("form.sale_done", { id: sale.sale_id, t: clockText(sale.starts_at_ms - Date.now()) }));
   });
-  $("packet-form").addEventListener("submit", (ev) => {
+  $("packet-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    act(() => api("POST", `${base}/red-packets`, token, formBody(ev.target)));
+    const form = ev.target;
+    confirm(form, "");
+    const body = await act(async () => formBody(form));
+    if (!body) return;
+    const packet = await act(() => api("POST", `${base}/red-packets`, token, body));
+    if (packet) {
+      confirm(form, t("form.packet_done", { total: money(body.total_cents), n: body.count,
+        t: clockText(packet.starts_at_ms - Date.now()) }));
+    }
   });
 }
 
-main().catch((e) => notice(`Something went wrong: ${e.message}`));
+main().catch((e) => notice(t("error.generic", { message: e.message })));

@@ -1,24 +1,26 @@
-// The viewer's H5 page: danmaku overlay, pinned product, flash sale with a countdown on
-// the server's clock, grab, red packets.  Everything goes through /ws and the public API.
+// The viewer's H5 page: danmaku overlay, pinned product, flash sales and coupons with a
+// countdown on the server's clock, grab, pay, red packets.  Everything goes through /ws and
+// the public API.  Words come from i18n.js (Simplified Chinese first, ?lang=en).
 import { LiveSocket, api, askForToken, esc, money, obtainToken, roomFromUrl } from "./live.js";
+import { reason, statusText, t, translatePage } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromUrl();
-const REASONS = {
-  sold_out: "Sold out", limit: "You already have the most you may buy", not_started: "Not started yet",
-  ended: "This sale has ended", rate_limited: "Too fast, try again", too_soon: "Too early: wait for zero",
-  blocked: "Not available to this account", not_found: "Not found", expired: "Expired",
-  empty: "All gone", not_live: "Not open yet",
-};
 
 const state = {
   drops: new Map(), // sale_id / coupon_id -> latest flash_sale / coupon message
   packets: new Map(), // packet_id -> latest red_packet message
+  cards: new Map(), // drop id -> its card's elements
+  held: new Map(), // drop id -> units this viewer holds (won, not cancelled)
+  orders: new Map(), // drop id -> {id, expires, status}
+  results: new Map(), // drop id -> the text under its Grab button
+  grabbing: new Set(),
   exposed: new Set(),
-  order: null,
-  grabbing: false,
   claimed: new Map(), // packet_id -> claim_result
   dismissed: new Set(),
+  roomStatus: "connecting",
+  online: 0,
+  payToken: null,
 };
 
 function viewerSub() {
@@ -37,11 +39,31 @@ function notice(text) {
 const dropId = (d) => d.sale_id || d.coupon_id;
 
 function funnel(sock, kind, productId) {
+  if (!productId) return;
   if (kind === "exposure") {
     if (state.exposed.has(productId)) return;
     state.exposed.add(productId);
   }
   sock.send({ type: kind, product_id: productId });
+}
+
+function clockText(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, "0");
+  const ss = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+// -- the room bar ------------------------------------------------------------------------------
+
+function renderRoom() {
+  const badge = $("status");
+  badge.textContent = statusText(state.roomStatus);
+  badge.dataset.status = state.roomStatus;
+  $("online").textContent = state.online;
+  // an ended room has no audience to count
+  $("watching").textContent = state.roomStatus === "ended" ? "" : t("watching", { n: state.online });
 }
 
 // -- danmaku overlay -------------------------------------------------------------------------
@@ -61,88 +83,139 @@ function fly(item) {
   lanes.appendChild(el);
 }
 
-// -- drops -----------------------------------------------------------------------------------
+// -- drops: one card per open flash sale or coupon --------------------------------------------
 
-function currentDrop() {
-  const open = [...state.drops.values()].filter((d) => d.status !== "ended");
-  const rank = { live: 0, countdown: 1, sold_out: 2 };
-  open.sort((a, b) => rank[a.status] - rank[b.status] || a.starts_at_ms - b.starts_at_ms);
-  return open[0] || null;
+function openDrops() {
+  const open = [...state.drops.values()].filter((d) => d.status !== "ended" || state.orders.has(dropId(d)));
+  const rank = { live: 0, countdown: 1, sold_out: 2, ended: 3 };
+  return open.sort((a, b) => rank[a.status] - rank[b.status] || a.starts_at_ms - b.starts_at_ms);
 }
 
-function clockText(ms) {
-  const s = Math.max(0, Math.ceil(ms / 1000));
-  const h = Math.floor(s / 3600);
-  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, "0");
-  const ss = String(s % 60).padStart(2, "0");
-  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+function card(sock, d) {
+  const id = dropId(d);
+  let c = state.cards.get(id);
+  if (c) return c;
+  const el = $("drop-card").content.firstElementChild.cloneNode(true);
+  translatePage(el);
+  el.dataset.dropId = id;
+  c = { el };
+  for (const part of el.querySelectorAll("[data-role]")) c[part.dataset.role] = part;
+  c.grab.addEventListener("click", () => grab(sock, id));
+  c.pay.addEventListener("click", () => pay(sock, id));
+  c.cancel.addEventListener("click", () => cancel(sock, id));
+  state.cards.set(id, c);
+  return c;
 }
 
-function renderDrop(sock) {
-  const d = currentDrop();
-  $("drop").hidden = !d;
-  if (!d) return;
+function renderDrops(sock) {
+  const shown = openDrops();
+  const list = $("drops");
+  const keep = new Set(shown.map(dropId));
+  for (const [id, c] of state.cards) {
+    if (!keep.has(id)) {
+      c.el.remove();
+      state.cards.delete(id);
+    }
+  }
+  shown.forEach((d, i) => {
+    const c = card(sock, d);
+    if (list.children[i] !== c.el) list.insertBefore(c.el, list.children[i] || null);
+    renderDrop(sock, d, c);
+  });
+}
+
+function renderDrop(sock, d, c) {
+  const id = dropId(d);
   funnel(sock, "exposure", d.product_id);
   const now = sock.clock.now();
   const coupon = Boolean(d.coupon_id);
-  $("drop-kind").textContent = coupon ? "Coupon" : "Flash sale";
-  $("drop-price").textContent = coupon ? `${money(d.discount_cents)} off` : `¥${money(d.price_cents)}`;
+  c.kind.textContent = coupon ? t("drop.coupon") : t("drop.sale");
+  c.title.textContent = d.title || d.product_id;
+  c.price.textContent = coupon ? t("drop.off", { amount: money(d.discount_cents) }) : `¥${money(d.price_cents)}`;
+  const list = coupon ? null : d.original_price_cents;
+  c["list-price"].textContent = list && list > d.price_cents ? `¥${money(list)}` : "";
   const startsIn = d.starts_at_ms - now;
   const started = startsIn <= 0;
-  // stock_left comes with each announcement (start, sell-out, restock), not with every grab
-  $("drop-stock").textContent = started ? (d.status === "sold_out" ? "0 left" : "Limited stock") : `${d.stock_left} in stock`;
-  let countdown;
-  if (d.status === "sold_out") countdown = "Sold out";
-  else if (!started) countdown = `Starts in ${clockText(startsIn)}`;
-  else countdown = `Ends in ${clockText(d.ends_at_ms - now)}`;
-  $("drop-countdown").textContent = countdown;
-  const grab = $("grab");
-  grab.disabled = state.grabbing || !started || d.status === "sold_out" || now >= d.ends_at_ms;
-  grab.textContent = started ? "Grab" : "Get ready";
+  const over = d.status === "ended" || now >= d.ends_at_ms;
+  const soldOut = d.status === "sold_out" || d.stock_left <= 0;
+  c.stock.textContent = over ? "" : soldOut ? t("drop.sold_out") : started ? t("drop.left", { n: d.stock_left })
+    : t("drop.in_stock", { n: d.stock_left });
+  c.countdown.textContent = over ? statusText("ended") : soldOut ? t("drop.sold_out")
+    : !started ? t("drop.starts_in", { t: clockText(startsIn) }) : t("drop.ends_in", { t: clockText(d.ends_at_ms - now) });
+  const held = state.held.get(id) || 0;
+  const atLimit = d.per_user_limit ? held >= d.per_user_limit : false;
+  const busy = state.grabbing.has(id);
+  c.grab.hidden = over; // an ended sale keeps its card only for the viewer's order
+  c.grab.disabled = busy || !started || soldOut || over || atLimit;
+  c.grab.textContent = busy ? t("grab.busy") : atLimit ? t("grab.done") : over ? t("grab.ended")
+    : soldOut ? t("grab.sold_out") : started ? t("grab.go") : t("grab.wait");
+  const order = state.orders.get(id);
+  // once the order moved on (paid, cancelled, expired) its line says so: the grab's cheer is done
+  c.result.textContent = order && order.status !== "pending" ? "" : state.results.get(id) || "";
+  renderOrder(sock, id, c);
 }
 
-async function grab(sock) {
-  const d = currentDrop();
-  if (!d || state.grabbing) return;
-  state.grabbing = true;
-  renderDrop(sock);
+async function grab(sock, id) {
+  const d = state.drops.get(id);
+  if (!d || state.grabbing.has(id)) return;
+  state.grabbing.add(id);
+  renderDrops(sock);
   funnel(sock, "click", d.product_id);
-  const msg = { type: "grab", [d.coupon_id ? "coupon_id" : "sale_id"]: dropId(d) };
+  const msg = { type: "grab", [d.coupon_id ? "coupon_id" : "sale_id"]: id };
   try {
     const r = await sock.request(msg, 30_000, { resend: true });
     if (r.type === "error") {
-      $("grab-result").textContent = r.message;
+      state.results.set(id, reason(r.code));
     } else if (r.ok) {
-      $("grab-result").textContent = d.coupon_id ? "Coupon is yours!" : "Got it!";
-      if (r.order_id) {
-        state.order = { id: r.order_id, expires: r.expires_at_ms, status: "pending" };
-        renderOrder(sock);
-      }
+      state.results.set(id, d.coupon_id ? t("grab.got_coupon") : t("grab.got"));
+      state.held.set(id, (state.held.get(id) || 0) + 1);
+      if (r.order_id) state.orders.set(id, { id: r.order_id, expires: r.expires_at_ms, status: "pending" });
     } else {
-      $("grab-result").textContent = REASONS[r.reason] || r.reason;
+      if (r.reason === "limit") state.held.set(id, Math.max(state.held.get(id) || 0, d.per_user_limit || 1));
+      state.results.set(id, reason(r.reason));
     }
-  } catch (e) {
-    $("grab-result").textContent = `No answer: ${e.message}`;
+  } catch {
+    state.results.set(id, t("grab.no_answer"));
   } finally {
-    state.grabbing = false;
-    renderDrop(sock);
+    state.grabbing.delete(id);
+    renderDrops(sock);
   }
 }
 
-function renderOrder(sock) {
-  const o = state.order;
-  $("order").hidden = !o;
+function renderOrder(sock, id, c) {
+  const o = state.orders.get(id);
+  c.order.hidden = !o;
   if (!o) return;
   const left = o.expires - sock.clock.now();
-  const text = {
-    pending: left > 0 ? `Order ${o.id}: pay within ${clockText(left)}` : `Order ${o.id}: payment time is up`,
-    paid: `Order ${o.id}: paid ✓`,
-    cancelled: `Order ${o.id}: cancelled`,
-  }[o.status] || `Order ${o.id}: ${o.status}`;
-  $("order-text").textContent = text;
-  $("order").dataset.status = o.status;
-  $("pay").hidden = o.status !== "pending" || !state.payToken;
-  $("cancel").hidden = o.status !== "pending";
+  const key = o.status === "pending" ? (left > 0 ? "order.pending" : "order.late") : `order.${o.status}`;
+  c["order-text"].textContent = t(key, { id: o.id, t: clockText(left) });
+  c.order.dataset.status = o.status;
+  c.pay.hidden = o.status !== "pending" || left <= 0 || !state.payToken;
+  c.cancel.hidden = o.status !== "pending" || left <= 0;
+}
+
+async function pay(sock, id) {
+  const o = state.orders.get(id);
+  try {
+    const r = await api("POST", `/api/v1/orders/${encodeURIComponent(o.id)}/pay`, state.payToken);
+    o.status = r.status;
+  } catch (e) {
+    notice(reason(e.code));
+  }
+  renderDrops(sock);
+}
+
+async function cancel(sock, id) {
+  const o = state.orders.get(id);
+  try {
+    const r = await api("POST", `/api/v1/orders/${encodeURIComponent(o.id)}/cancel`, state.token);
+    o.status = r.status;
+    state.held.set(id, Math.max(0, (state.held.get(id) || 1) - 1)); // the unit went back: may grab again
+    state.results.delete(id);
+  } catch (e) {
+    notice(reason(e.code));
+  }
+  renderDrops(sock);
 }
 
 // -- red packets -----------------------------------------------------------------------------
@@ -158,17 +231,18 @@ function currentPacket() {
 }
 
 function renderPacket(sock) {
-  const p = currentPacket();
+  const p = state.roomStatus === "ended" ? null : currentPacket();
   $("packet").hidden = !p;
   if (!p) return;
   const startsIn = p.starts_at_ms - sock.clock.now();
   const claim = state.claimed.get(p.packet_id);
-  $("packet-info").textContent = startsIn > 0 ? `Opens in ${clockText(startsIn)}` : claim ? "" : `${p.count} shares`;
+  $("packet-info").textContent = startsIn > 0 ? t("packet.opens_in", { t: clockText(startsIn) })
+    : claim ? "" : t("packet.shares", { n: p.count });
   const open = $("packet-open");
   open.hidden = Boolean(claim);
   open.disabled = startsIn > 0 || p.status !== "live";
   $("packet-result").textContent = claim
-    ? claim.ok ? `You got ¥${money(claim.amount_cents)}` : REASONS[claim.reason] || claim.reason
+    ? claim.ok ? t("packet.got", { amount: money(claim.amount_cents) }) : reason(claim.reason)
     : "";
 }
 
@@ -178,9 +252,9 @@ async function claim(sock) {
   $("packet-open").disabled = true;
   try {
     const r = await sock.request({ type: "claim", packet_id: p.packet_id }, 30_000, { resend: true });
-    state.claimed.set(p.packet_id, r.type === "error" ? { ok: false, reason: r.message } : r);
-  } catch (e) {
-    state.claimed.set(p.packet_id, { ok: false, reason: `no answer: ${e.message}` });
+    state.claimed.set(p.packet_id, r.type === "error" ? { ok: false, reason: r.code } : r);
+  } catch {
+    state.claimed.set(p.packet_id, { ok: false, reason: "unavailable" });
   }
   renderPacket(sock);
 }
@@ -198,24 +272,32 @@ function showPinned(sock, p) {
 
 function onDropMessage(sock, msg) {
   if (msg.type === "red_packet") state.packets.set(msg.packet_id, msg);
-  else state.drops.set(dropId(msg), msg);
-  renderDrop(sock);
+  else state.drops.set(dropId(msg), { ...state.drops.get(dropId(msg)), ...msg });
+  renderDrops(sock);
+  renderPacket(sock);
+}
+
+function renderAll(sock) {
+  renderRoom();
+  renderDrops(sock);
   renderPacket(sock);
 }
 
 async function main() {
+  translatePage();
+  document.title = t("room.default");
   const sub = viewerSub();
   const token = await obtainToken("viewer", sub, `Viewer ${sub.slice(-4)}`);
   if (!token) return askForToken($("token-box"), "viewer");
+  state.token = token;
   // --dev only: a demo payment system pays orders (real ones are paid by the platform's backend)
   state.payToken = await obtainToken("admin", "demo-payments", "Demo payments", { fromUrl: false }).catch(() => null);
   const sock = new LiveSocket(room, token);
   sock.on("welcome", (w) => {
     $("title").textContent = w.room.title;
     document.title = w.room.title;
-    $("status").textContent = w.room.status;
-    $("status").dataset.status = w.room.status;
-    $("online").textContent = w.room.online;
+    state.roomStatus = w.room.status;
+    state.online = w.room.online;
     $("likes").textContent = w.room.likes ?? 0;
     showPinned(sock, w.pinned);
     // the welcome carries every drop and packet still open: what changed while the socket was
@@ -223,31 +305,36 @@ async function main() {
     state.drops.clear();
     state.packets.clear();
     for (const d of w.drops) onDropMessage(sock, d);
-    renderDrop(sock);
-    renderPacket(sock);
-    notice("");
+    renderAll(sock);
+    notice(state.roomStatus === "ended" ? t("viewer.ended") : "");
   });
-  sock.on("presence", (m) => ($("online").textContent = m.online));
+  sock.on("presence", (m) => {
+    state.online = m.online;
+    renderRoom();
+  });
   sock.on("likes", (m) => ($("likes").textContent = m.total));
   sock.on("product_pinned", (m) => showPinned(sock, m));
   sock.on("flash_sale", (m) => onDropMessage(sock, m));
   sock.on("coupon", (m) => onDropMessage(sock, m));
   sock.on("red_packet", (m) => onDropMessage(sock, m));
   sock.on("room", (m) => {
-    $("status").textContent = m.status;
-    $("status").dataset.status = m.status;
-    if (m.status === "ended") notice("The live has ended. Thanks for watching!");
+    state.roomStatus = m.status;
+    if (m.status === "ended") {
+      notice(t("viewer.ended"));
+      $("pinned").hidden = true;
+    }
+    renderAll(sock);
   });
   sock.on("danmaku", (m) => m.items.forEach(fly));
   sock.on("danmaku_deleted", (m) => document.querySelector(`.bullet[data-id="${m.id}"]`)?.remove());
-  sock.on("error", (m) => notice(m.message));
+  sock.on("error", (m) => notice(reason(m.code)));
   sock.on("status", (s) => {
-    $("status").textContent = s.fatal ? s.reason || "closed" : "reconnecting";
-    if (s.fatal) notice(`Cannot watch: ${s.reason || s.code}`);
+    state.roomStatus = s.fatal ? "closed" : "reconnecting";
+    renderRoom();
+    if (s.fatal) notice(t("viewer.cannot", { reason: s.reason || s.code }));
   });
   sock.connect();
 
-  $("grab").addEventListener("click", () => grab(sock));
   $("pinned").addEventListener("click", () => funnel(sock, "click", $("pinned").dataset.productId));
   $("packet-open").addEventListener("click", () => claim(sock));
   $("packet-close").addEventListener("click", () => {
@@ -255,38 +342,17 @@ async function main() {
     if (p) state.dismissed.add(p.packet_id);
     renderPacket(sock);
   });
-  $("pay").addEventListener("click", async () => {
-    try {
-      const o = await api("POST", `/api/v1/orders/${encodeURIComponent(state.order.id)}/pay`, state.payToken);
-      state.order.status = o.status;
-    } catch (e) {
-      notice(e.message);
-    }
-    renderOrder(sock);
-  });
-  $("cancel").addEventListener("click", async () => {
-    try {
-      const o = await api("POST", `/api/v1/orders/${encodeURIComponent(state.order.id)}/cancel`, token);
-      state.order.status = o.status;
-    } catch (e) {
-      notice(e.message);
-    }
-    renderOrder(sock);
-  });
   $("send-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const text = $("text").value.trim();
     if (!text) return;
     $("text").value = "";
-    const ack = await sock.request({ type: "danmaku", text }).catch((e) => ({ ok: false, reason: e.message }));
-    if (!ack.ok) notice(ack.reason === "slow_mode" ? "Slow mode: wait a moment" : `Not sent: ${ack.reason || ack.message}`);
+    const ack = await sock.request({ type: "danmaku", text }).catch(() => ({ ok: false, reason: "unavailable" }));
+    if (ack.type === "error") notice(t("notice.not_sent", { reason: reason(ack.code) }));
+    else if (!ack.ok) notice(t("notice.not_sent", { reason: reason(ack.reason) }));
   });
   $("like").addEventListener("click", () => sock.send({ type: "like", count: 1 }));
-  setInterval(() => {
-    renderDrop(sock);
-    renderPacket(sock);
-    renderOrder(sock);
-  }, 200);
+  setInterval(() => renderAll(sock), 200);
 }
 
-main().catch((e) => notice(`Something went wrong: ${e.message}`));
+main().catch((e) => notice(t("error.generic", { message: e.message })));
