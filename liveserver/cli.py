@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument("--redis-url", help="Redis to use (env REDIS_URL); none: start an embedded Redis")
     serve.add_argument("--redis-cluster", action="store_true", default=None, help="REDIS_URL is a Redis Cluster node")
-    serve.add_argument("--dev", action="store_true", default=None, help="demo mode: generated secret, dev tokens, demo room")
+    serve.add_argument("--dev", action="store_true", default=None,
+                       help="demo mode: a demo room, the pages, tokens at POST /api/v1/dev/tokens; signed with "
+                            "LIVESERVER_SECRET when it is set, else with a secret generated for this run")
     serve.add_argument("--workers", type=int, default=None, help="processes sharing the port (SO_REUSEPORT); default 1")
     serve.add_argument("--data-dir", help="embedded Redis data (env LIVESERVER_DATA_DIR, default ./.liveserver)")
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
@@ -51,11 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env LIVESERVER_TLS_KEY)")
     serve.add_argument("--tls-min", choices=["1.2", "1.3"], help="oldest TLS version accepted (default 1.2; 1.3 is preferred)")
 
-    tok = sub.add_parser("token", help="mint a token with LIVESERVER_SECRET (as the platform's backend does)")
+    tok = sub.add_parser("token", help="mint a token with LIVESERVER_SECRET (as the platform's backend does), "
+                                       "or fetch one from a --dev server (--dev-url)")
     tok.add_argument("--sub", required=True, help="user id")
     tok.add_argument("--role", default="viewer", choices=["viewer", "host", "admin"])
     tok.add_argument("--name", help="display name (at most 32 characters)")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    tok.add_argument("--dev-url", metavar="URL",
+                     help="ask this --dev server (POST URL/api/v1/dev/tokens) instead of minting with "
+                          "LIVESERVER_SECRET, e.g. http://127.0.0.1:8080")
     return p
 
 
@@ -245,16 +251,58 @@ def serve(args: argparse.Namespace) -> int:
 def token(args: argparse.Namespace) -> int:
     from .auth import mint_token
     from .settings import MIN_SECRET_LENGTH
-
-    secret = os.environ.get("LIVESERVER_SECRET", "")
-    if len(secret) < MIN_SECRET_LENGTH:
-        return _fail(f"set LIVESERVER_SECRET (at least {MIN_SECRET_LENGTH} characters) to mint tokens", EXIT_CONFIG)
     from .wire import ID_RE
 
     if not ID_RE.match(args.sub):
         return _fail("--sub must be 1-64 of [A-Za-z0-9_.-]", EXIT_CONFIG)
+    if args.dev_url:
+        return _dev_token(args)
+    secret = os.environ.get("LIVESERVER_SECRET", "")
+    if len(secret) < MIN_SECRET_LENGTH:
+        return _fail(f"set LIVESERVER_SECRET (at least {MIN_SECRET_LENGTH} characters) to mint tokens, "
+                     "or fetch one from a --dev server with --dev-url URL", EXIT_CONFIG)
     print(mint_token(secret, args.sub, args.role, name=args.name, ttl_s=args.ttl))
     return 0
+
+
+def _dev_token(args: argparse.Namespace) -> int:
+    """``token --dev-url``: a token from a --dev server's ``POST /api/v1/dev/tokens`` (signed with its secret)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.dev_url.rstrip("/") + "/api/v1/dev/tokens"
+    body: dict[str, Any] = {"sub": args.sub, "role": args.role, "ttl_s": args.ttl}
+    if args.name is not None:
+        body["name"] = args.name
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            print(json.load(resp)["token"])
+            return 0
+    except urllib.error.HTTPError as exc:
+        return _fail(_dev_token_refusal(args.dev_url, exc), EXIT_CONFIG if exc.code in (400, 422) else EXIT_RUNTIME)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return _fail(f"cannot reach {args.dev_url} for a token: {reason}", EXIT_RUNTIME)
+    except KeyError:
+        return _fail(f"{url} answered without a token: is {args.dev_url} a liveserver?", EXIT_RUNTIME)
+
+
+def _dev_token_refusal(dev_url: str, exc: Any) -> str:
+    """One line for a refused ``POST /api/v1/dev/tokens``: the server's own message when it has one."""
+    import json
+
+    try:
+        message = json.loads(exc.read())["error"]["message"]
+    except (ValueError, KeyError, TypeError, OSError):
+        message = exc.reason
+    if exc.code == 403:
+        return f"{dev_url} is not a --dev server ({message}): mint with LIVESERVER_SECRET instead"
+    if exc.code == 404:
+        return f"{dev_url} has no /api/v1/dev/tokens: is it a liveserver started with --dev?"
+    return f"{dev_url} refused the token: HTTP {exc.code} {message}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 
 from .auth import Principal, Role, mint_token
 from .errors import ApiError
@@ -22,7 +24,7 @@ _PRODUCTS = [
 
 
 async def seed_demo(node: Node, base_url: str) -> None:
-    """Create (or keep) the live demo room and log how to join it."""
+    """Create (or keep) the live demo room and log how to join it: commands that work as printed."""
     secret = node.settings.secret
     host = Principal(user=DEMO_HOST, role=Role.HOST, name="Demo host", exp=0)
     try:
@@ -35,11 +37,28 @@ async def seed_demo(node: Node, base_url: str) -> None:
         return
     host_token = mint_token(secret, DEMO_HOST, Role.HOST, name="Demo host", ttl_s=node.settings.dev_token_ttl_s)
     viewer_token = mint_token(secret, "demo-viewer", Role.VIEWER, name="Viewer", ttl_s=node.settings.dev_token_ttl_s)
-    log.info("demo room %r is live: GET %s/api/v1/rooms/%s", DEMO_ROOM, base_url, DEMO_ROOM)
-    log.info("host dashboard: %s/app/dashboard.html?room=%s", base_url, DEMO_ROOM)
-    log.info("viewer page:    %s/app/viewer.html?room=%s", base_url, DEMO_ROOM)
-    log.info("demo host token:   %s", host_token)
-    log.info("demo viewer token: %s", viewer_token)
-    log.info(
-        "more tokens: curl -X POST %s/api/v1/dev/tokens -d '{\"sub\": \"alice\", \"role\": \"viewer\"}'", base_url
-    )
+    for line in demo_lines(base_url, host_token, viewer_token, secret_from_env=_secret_from_env(secret)):
+        log.info("%s", line)
+
+
+def demo_lines(base_url: str, host_token: str, viewer_token: str, *, secret_from_env: bool) -> list[str]:
+    """What ``--dev`` logs once the demo room is live."""
+    curl_room = shlex.join(["curl", "-H", f"Authorization: Bearer {viewer_token}",
+                            f"{base_url}/api/v1/rooms/{DEMO_ROOM}"])
+    signed = ("LIVESERVER_SECRET" if secret_from_env
+              else "a secret generated for this run (set LIVESERVER_SECRET to keep tokens across restarts)")
+    return [
+        f"demo room {DEMO_ROOM!r} is live: {curl_room}",
+        f"host dashboard: {base_url}/app/dashboard.html?room={DEMO_ROOM}",
+        f"viewer page:    {base_url}/app/viewer.html?room={DEMO_ROOM}",
+        f"demo host token:   {host_token}",
+        f"demo viewer token: {viewer_token}",
+        f"tokens are signed with {signed}",
+        f"more tokens: liveserver token --dev-url {base_url} --sub alice --role viewer "
+        f"(or: curl -X POST {base_url}/api/v1/dev/tokens -d '{{\"sub\": \"alice\", \"role\": \"viewer\"}}')",
+    ]
+
+
+def _secret_from_env(secret: str) -> bool:
+    """Whether the server signs with ``LIVESERVER_SECRET`` (``--dev`` generates one only without it)."""
+    return os.environ.get("LIVESERVER_SECRET") == secret

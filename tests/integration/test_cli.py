@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -262,3 +264,100 @@ def test_sighup_drains_like_sigterm_and_the_embedded_redis_warns(tmp_path: Path)
         assert not psutil.pid_exists(redis_pid) or psutil.Process(redis_pid).status() == psutil.STATUS_ZOMBIE
     finally:
         finish(proc)
+
+
+# -- --dev's own instructions, and `liveserver token --dev-url` -------------------------------------
+
+
+def read_stderr_until(proc: subprocess.Popen[str], marker: str, timeout: float = 20) -> str:
+    """What the server wrote on stderr up to the line holding ``marker`` (raw reads: no buffering
+    can hide a line from the wait)."""
+    assert proc.stderr is not None
+    fd, seen = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in seen or not seen.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0 and proc.poll() is None, f"no {marker!r} on stderr: {seen.decode(errors='replace')}"
+        if select.select([fd], [], [], min(remaining, 0.5))[0]:
+            seen += os.read(fd, 65536)
+    return seen.decode()
+
+
+def logged(stderr: str, prefix: str) -> str:
+    """The text after ``prefix`` on the one log line that holds it."""
+    lines = [ln.split(prefix, 1)[1] for ln in stderr.splitlines() if prefix in ln]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def curl(command: str) -> tuple[int, dict]:
+    """Run a logged ``curl -H 'Authorization: Bearer ...' URL`` as curl would (no curl needed)."""
+    argv = shlex.split(command)
+    assert argv[0] == "curl" and argv[1] == "-H" and len(argv) == 4, argv
+    name, _, value = argv[2].partition(": ")
+    with urllib.request.urlopen(urllib.request.Request(argv[3], headers={name: value}), timeout=5) as r:
+        return r.status, json.load(r)
+
+
+def test_dev_logs_commands_that_work(tmp_path: Path) -> None:
+    """The demo room's line is a curl that answers 200 as printed, and the token command it names
+    mints tokens the server takes; without LIVESERVER_SECRET the log says the secret was generated."""
+    port = free_port()
+    proc = spawn("--dev", "--port", str(port), "--data-dir", str(tmp_path / "data"))
+    try:
+        err = read_stderr_until(proc, "more tokens:")
+        status, room = curl(logged(err, "demo room 'demo' is live: "))
+        assert status == 200 and room["status"] == "live"
+        assert "a secret generated for this run" in logged(err, "tokens are signed with ")
+
+        command = shlex.split(logged(err, "more tokens: ").split(" (or: ")[0])
+        assert command[:2] == ["liveserver", "token"] and "--dev-url" in command
+        minted = run_cli(*command[1:])
+        assert minted.returncode == 0, minted.stderr
+        status, _ = curl(shlex.join(["curl", "-H", f"Authorization: Bearer {minted.stdout.strip()}",
+                                     f"http://127.0.0.1:{port}/api/v1/rooms/demo"]))
+        assert status == 200
+    finally:
+        finish(proc)
+
+
+def test_dev_signs_with_liveserver_secret_when_set(tmp_path: Path) -> None:
+    """--dev takes LIVESERVER_SECRET when it is set (the help says so): its demo tokens and the ones
+    `token --dev-url` fetches verify with it, and the log says which secret signs."""
+    from liveserver.auth import verify_token
+
+    assert "LIVESERVER_SECRET" in run_cli("serve", "--help").stdout
+    port = free_port()
+    proc = spawn("--dev", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+                 env={"LIVESERVER_SECRET": SECRET})
+    try:
+        err = read_stderr_until(proc, "more tokens:")
+        assert logged(err, "tokens are signed with ") == "LIVESERVER_SECRET"
+        assert verify_token(logged(err, "demo viewer token: ").strip(), SECRET).user == "demo-viewer"
+        r = run_cli("token", "--dev-url", f"http://127.0.0.1:{port}", "--sub", "carol", "--role", "host",
+                    "--name", "Carol", "--ttl", "600")
+        assert r.returncode == 0, r.stderr
+        principal = verify_token(r.stdout.strip(), SECRET)
+        assert (principal.user, str(principal.role), principal.name) == ("carol", "host", "Carol")
+        r = run_cli("token", "--dev-url", f"http://127.0.0.1:{port}", "--sub", "carol", "--ttl", "0")
+        assert r.returncode == 2 and "refused the token" in one_error_line(r.stderr)  # the server's 422
+    finally:
+        finish(proc)
+
+
+def test_token_dev_url_errors_are_one_line(redis_server: RedisProcess, key_prefix: str) -> None:
+    """No server there, a server without --dev, neither a secret nor --dev-url: one line each, no traceback."""
+    r = run_cli("token", "--sub", "alice", "--dev-url", f"http://127.0.0.1:{free_port()}")
+    assert r.returncode == 1 and "cannot reach" in one_error_line(r.stderr)
+    port = free_port()
+    proc = spawn("--port", str(port), "--redis-url", redis_server.url,
+                 env={"LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": key_prefix})
+    try:
+        wait_healthy(port, proc)
+        r = run_cli("token", "--sub", "alice", "--dev-url", f"http://127.0.0.1:{port}")
+        assert r.returncode == 1 and "is not a --dev server" in one_error_line(r.stderr)
+    finally:
+        finish(proc)
+    r = run_cli("token", "--sub", "alice")  # neither a secret nor a --dev server: the error names both ways
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2 and "LIVESERVER_SECRET" in line and "--dev-url" in line
