@@ -1,6 +1,7 @@
 """Every benchmark behind one command, each beside its baseline in the same run, and one
 summary table of figures and ratios at the end.
 
+    .venv/bin/pip install -e '.[bench]'          # once: python-socketio (the peer), py-spy
     .venv/bin/python bench/run_all.py            # the full run: about 4 minutes on 2 cores
     .venv/bin/python bench/run_all.py --quick    # the CI smoke sizes: about 25 seconds
 
@@ -13,41 +14,93 @@ summary table of figures and ratios at the end.
 Each benchmark prints its detailed table as it finishes; the summary follows, with
 the machine it ran on.  One Redis serves the whole run (every server gets its own key
 prefix).  The exit status is 1 if any row's check failed.  Loopback only.
+
+Without the ``bench`` extra (and psutil) it says what to install in one line
+and exits 2, before it starts anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-import connections  # noqa: E402
-import danmaku  # noqa: E402
-import psutil  # noqa: E402
-import redpacket  # noqa: E402
-import seckill  # noqa: E402
-from harness import ROOT, Bench, RedisServer, Row, print_rows, print_table, redis_server  # noqa: E402
+if TYPE_CHECKING:
+    from harness import Bench, RedisServer, Row
 
-# The full sizes: each is the benchmark's own command line, as docs/performance.md gives it.
-# python-socketio gets 25 danmaku/s because it cannot sustain more at 2,000 viewers.
-BENCHES: dict[str, tuple[Bench, list[str]]] = {
-    "danmaku": (danmaku.BENCH, ["--viewers", "2000", "--rate", "200", "--peer-rate", "25", "--duration", "10"]),
-    "seckill": (seckill.BENCH, ["--grabbers", "5000", "--duration", "10"]),
-    "redpacket": (redpacket.BENCH, ["--claimers", "5000"]),
-    "connections": (connections.BENCH, ["--hold", "19000", "--storm", "5000"]),
+ROOT = HERE.parent
+
+#: The full sizes: each is the benchmark's own command line, as docs/performance.md gives it.
+#: python-socketio gets 25 danmaku/s because it cannot sustain more at 2,000 viewers.
+FULL_SIZES: dict[str, list[str]] = {
+    "danmaku": ["--viewers", "2000", "--rate", "200", "--peer-rate", "25", "--duration", "10"],
+    "seckill": ["--grabbers", "5000", "--duration", "10"],
+    "redpacket": ["--claimers", "5000"],
+    "connections": ["--hold", "19000", "--storm", "5000"],
 }
+
+#: What the benchmarks import beyond liveserver's own dependencies: module -> (distribution, the
+#: extra of pyproject.toml that brings it, or None when no extra does).
+NEEDS: dict[str, tuple[str, str | None]] = {
+    "socketio": ("python-socketio", "bench"),  # the peer server and its clients
+    "psutil": ("psutil", None),  # the servers' CPU and memory (the test and load extras have it, bench not)
+}
+
+
+def missing_requirements() -> str | None:
+    """The one line to print when something the benchmarks import is not installed, else None."""
+    missing = [need for module, need in NEEDS.items() if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    extras = sorted({extra for _, extra in missing if extra})
+    packages = [dist for dist, extra in missing if extra is None]
+    in_extra = [f"the {extra} extra ({', '.join(d for d, e in missing if e == extra)} missing)" for extra in extras]
+    return f"bench: needs {' and '.join(in_extra + packages)}: {pip_install(extras, packages)}"
+
+
+def pip_install(extras: list[str], packages: list[str]) -> str:
+    """The command that installs ``extras`` of this checkout and ``packages`` into this environment."""
+    pip = Path(sys.executable).with_name("pip")
+    command = [_shown(pip)] if pip.exists() else [sys.executable, "-m", "pip"]
+    command.append("install")
+    if extras:
+        command += ["-e", f"{_shown(ROOT)}[{','.join(extras)}]"]
+    return shlex.join(command + packages)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (``.venv/bin/pip``, ``.``)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def benches() -> dict[str, tuple[Bench, list[str]]]:
+    """Every benchmark with its full sizes (imported here: they need the bench extra)."""
+    import connections
+    import danmaku
+    import redpacket
+    import seckill
+
+    modules = {"danmaku": danmaku, "seckill": seckill, "redpacket": redpacket, "connections": connections}
+    return {name: (modules[name].BENCH, sizes) for name, sizes in FULL_SIZES.items()}
 
 
 def machine() -> list[str]:
     """What the figures were measured on, and how busy the machine was (other work is noise)."""
+    import psutil
+
     from liveserver.embedded import find_redis_server
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -78,6 +131,8 @@ def _source() -> str:
 def _measure(name: str, bench: Bench, argv: list[str], redis: RedisServer) -> tuple[list[dict], list[Row]]:
     """One benchmark's results and summary rows; a benchmark that fails becomes a failed row,
     so that the others still report."""
+    from harness import Row, print_table
+
     args = bench.parse(argv)
     print(f"\n## {name}: bench/{name}.py {' '.join(argv)}", flush=True)
     try:
@@ -92,13 +147,18 @@ def _measure(name: str, bench: Bench, argv: list[str], redis: RedisServer) -> tu
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="every benchmark at its --quick size (CI smoke test)")
-    p.add_argument("--only", nargs="+", choices=list(BENCHES), help="run these benchmarks only")
+    p.add_argument("--only", nargs="+", choices=list(FULL_SIZES), help="run these benchmarks only")
     p.add_argument("--json", help="write the machine, the detailed results and the summary rows here")
     args = p.parse_args()
+    if problem := missing_requirements():
+        print(problem, file=sys.stderr)
+        sys.exit(2)
+    from harness import print_rows, redis_server
+
     report: dict = {"machine": machine(), "results": {}, "rows": []}
     rows: list[Row] = []
     with redis_server() as redis:
-        for name, (bench, full) in BENCHES.items():
+        for name, (bench, full) in benches().items():
             if args.only and name not in args.only:
                 continue
             results, bench_rows = _measure(name, bench, ["--quick"] if args.quick else full, redis)

@@ -16,11 +16,15 @@
 
 Options this command does not know are passed to Locust (``--reply-timeout 5``,
 ``--grab-ratio 0.9``, ``--loglevel INFO``, ...).
+
+It needs the ``load`` extra (Locust, websocket-client); without it, it says
+what to install in one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -49,6 +53,10 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 
+#: What the load test imports beyond liveserver's own dependencies (module: distribution), all in
+#: the ``load`` extra of pyproject.toml.
+LOAD_EXTRA = {"locust": "locust", "websocket": "websocket-client"}
+
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
@@ -67,8 +75,32 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+def missing_extra() -> str | None:
+    """The one line to print when the ``load`` extra is not installed, else None."""
+    missing = [dist for module, dist in LOAD_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    return f"loadtest: needs the load extra ({', '.join(missing)} missing): {pip_install('load')}"
+
+
+def pip_install(extra: str) -> str:
+    """The command that installs ``extra`` of this checkout into the running interpreter's environment."""
+    pip = Path(sys.executable).with_name("pip")
+    command = shlex.quote(_shown(pip)) if pip.exists() else f"{shlex.quote(sys.executable)} -m pip"
+    return f"{command} install -e {shlex.quote(f'{_shown(ROOT)}[{extra}]')}"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (``.venv/bin/pip``, ``.``)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def main(argv: list[str] | None = None) -> int:
     args, locust_extra = parse_args(argv)
+    if problem := missing_extra():
+        print(problem, file=sys.stderr)
+        return 2
     show = Scenario(args.shape, args.viewers, args.duration or DEFAULT_DURATION_S[args.shape], args.rooms, args.stock)
     reports = args.reports or ROOT / "loadtest" / "reports" / f"{args.shape}-{time.strftime('%Y%m%d-%H%M%S')}"
     reports.mkdir(parents=True, exist_ok=True)
@@ -91,8 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         print(check.line())
     failed = [c for c in checks if not c.ok]
     print(f"loadtest {'FAIL' if failed else 'PASS'}: {len(checks) - len(failed)} of {len(checks)} checks hold; "
-          f"HTML report {reports / 'report.html'}")
+          f"{report_line(reports)}")
     return 1 if failed else 0
+
+
+def report_line(reports: Path) -> str:
+    """Where to look next: the HTML report, or Locust's log when Locust wrote no report."""
+    html = reports / "report.html"
+    if html.exists():
+        return f"HTML report {html}"
+    return f"no HTML report (Locust did not write one): see {reports / 'locust.log'}"
 
 
 # -- the server ------------------------------------------------------------------------------

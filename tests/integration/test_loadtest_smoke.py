@@ -1,4 +1,5 @@
-"""The Locust load test's short version (CI): one command, a small spike, no failures, the books balance.
+"""The Locust load test as a user runs it: the one command's short version (CI: a small spike, no
+failures, the books balance), and what it says without the load extra (and the benchmarks without theirs).
 
 Locust patches the standard library with gevent when it is imported, so it
 runs only in the subprocess here, never in the test process.
@@ -14,6 +15,49 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def python(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` from the repository root, as the README's commands run."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def without(modules: list[str], code: str) -> list[str]:
+    """``-c`` arguments that run ``code`` as if ``modules`` were not installed (no import finds them)."""
+    hide = "".join(f"sys.modules[{m!r}] = None; " for m in modules)
+    return ["-c", f"import sys, runpy; {hide}{code}"]
+
+
+# -- the extras, said up front ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("hidden", "named"), [(["locust"], "locust"), (["websocket"], "websocket-client")])
+def test_loadtest_without_the_load_extra(tmp_path: Path, hidden: list[str], named: str) -> None:
+    """One line saying what to install, exit 2, before any server, report or Locust."""
+    reports = tmp_path / "reports"
+    proc = python(*without(hidden, f"sys.argv = ['loadtest.run', '--reports', {str(reports)!r}]; "
+                                   "runpy.run_module('loadtest.run', run_name='__main__')"))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"loadtest: needs the load extra ({named} missing): .venv/bin/pip install -e '.[load]'"], proc.stderr
+    assert not reports.exists()
+
+
+@pytest.mark.parametrize(("hidden", "line"), [
+    (["socketio"], "bench: needs the bench extra (python-socketio missing): .venv/bin/pip install -e '.[bench]'"),
+    (["socketio", "psutil"], "bench: needs the bench extra (python-socketio missing) and psutil: "
+                             ".venv/bin/pip install -e '.[bench]' psutil"),
+])
+def test_bench_without_the_bench_extra(hidden: list[str], line: str) -> None:
+    proc = python(*without(hidden, "sys.argv = ['bench/run_all.py', '--quick']; "
+                                   "runpy.run_path('bench/run_all.py', run_name='__main__')"))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [line], proc.stderr
+
+
+# -- the one command ------------------------------------------------------------------------------------------
+
+
 
 
 @pytest.mark.slow
