@@ -11,7 +11,17 @@ from typing import Any
 from locust import events
 from locust.env import Environment
 
-from .scenario import DEFAULT_DURATION_S, SHAPES, Scenario, new_run_id
+from .scenario import (
+    DEFAULT_DURATION_S,
+    SHAPES,
+    Scenario,
+    new_run_id,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+    share,
+    show_duration,
+)
 
 __all__ = ["claim_ratio", "grab_ratio", "reply_timeout_s", "run_id", "scenario", "summary_file"]
 
@@ -20,19 +30,19 @@ __all__ = ["claim_ratio", "grab_ratio", "reply_timeout_s", "run_id", "scenario",
 def _add_arguments(parser: Any) -> None:
     parser.add_argument("--shape", choices=SHAPES, default="evening", env_var="LOADTEST_SHAPE",
                         help="evening: 18:00-24:00 compressed, crest at 21:00; spike: a crowd grabs one flash sale")
-    parser.add_argument("--viewers", type=int, default=200, env_var="LOADTEST_VIEWERS",
+    parser.add_argument("--viewers", type=positive_int, default=200, env_var="LOADTEST_VIEWERS",
                         help="viewers at the crest, over all rooms (the hosts come on top)")
-    parser.add_argument("--duration", type=float, default=0.0, env_var="LOADTEST_DURATION",
-                        help="length of the show in seconds (default: evening 360, spike 60)")
-    parser.add_argument("--rooms", type=int, default=1, env_var="LOADTEST_ROOMS",
+    parser.add_argument("--duration", type=show_duration, default=0.0, env_var="LOADTEST_DURATION",
+                        help="length of the show in seconds, at least 10 (default: evening 360, spike 60)")
+    parser.add_argument("--rooms", type=positive_int, default=1, env_var="LOADTEST_ROOMS",
                         help="live rooms, one host user each; viewers pick one at random")
-    parser.add_argument("--stock", type=int, default=0, env_var="LOADTEST_STOCK",
+    parser.add_argument("--stock", type=non_negative_int, default=0, env_var="LOADTEST_STOCK",
                         help="units per flash sale (default: a tenth of a room's crest audience)")
-    parser.add_argument("--grab-ratio", type=float, default=0.6, env_var="LOADTEST_GRAB_RATIO",
+    parser.add_argument("--grab-ratio", type=share, default=0.6, env_var="LOADTEST_GRAB_RATIO",
                         help="share of viewers who grab when a sale opens")
-    parser.add_argument("--claim-ratio", type=float, default=0.8, env_var="LOADTEST_CLAIM_RATIO",
+    parser.add_argument("--claim-ratio", type=share, default=0.8, env_var="LOADTEST_CLAIM_RATIO",
                         help="share of viewers who claim a red packet")
-    parser.add_argument("--reply-timeout", type=float, default=10.0, env_var="LOADTEST_REPLY_TIMEOUT",
+    parser.add_argument("--reply-timeout", type=positive_seconds, default=10.0, env_var="LOADTEST_REPLY_TIMEOUT",
                         help="seconds to wait for a WebSocket reply before it counts as a failure")
     parser.add_argument("--run-id", default=new_run_id(), env_var="LOADTEST_RUN_ID",
                         help="prefix of the run's room, sale and packet ids (default: random)")

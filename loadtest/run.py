@@ -15,7 +15,8 @@
    allows (default: none at all).
 
 Options this command does not know are passed to Locust (``--reply-timeout 5``,
-``--grab-ratio 0.9``, ``--loglevel INFO``, ...).
+``--grab-ratio 0.9``, ``--loglevel INFO``, ...), except Locust's ``-u``, ``-r``
+and ``-t``: the show sets the crowd (``--viewers``) and its length (``--duration``).
 
 It needs the ``load`` extra (Locust, websocket-client); without it, it says
 what to install in one line and exits 2.
@@ -45,7 +46,16 @@ from typing import Any
 from liveserver.embedded import terminate
 
 from .invariants import Api, Check, check_run
-from .scenario import DEFAULT_DURATION_S, SHAPES, Scenario, new_run_id
+from .scenario import (
+    DEFAULT_DURATION_S,
+    SHAPES,
+    Scenario,
+    new_run_id,
+    non_negative_int,
+    positive_int,
+    share,
+    show_duration,
+)
 from .tokens import mint, platform_secret
 
 __all__ = ["main"]
@@ -57,22 +67,36 @@ LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 #: the ``load`` extra of pyproject.toml.
 LOAD_EXTRA = {"locust": "locust", "websocket": "websocket-client"}
 
+#: Locust's options that a shaped run does not use: the show sets the crowd and the length.
+_LOCUST_SIZE_OPTIONS = ("-u", "-r", "-t", "--spawn-rate", "--run-time")
+
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m loadtest.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=SHAPES, default="spike")
-    parser.add_argument("--viewers", "--users", dest="viewers", type=int, default=200,
+    parser.add_argument("--viewers", "--users", dest="viewers", type=positive_int, default=200,
                         help="viewers at the crest, over all rooms (default 200)")
-    parser.add_argument("--duration", type=float, default=0.0,
-                        help="seconds (default: evening 360, spike 60)")
-    parser.add_argument("--rooms", type=int, default=1)
-    parser.add_argument("--stock", type=int, default=0, help="units per flash sale (default: a tenth of a room)")
+    parser.add_argument("--duration", type=show_duration, default=0.0,
+                        help="seconds, at least 10 (default: evening 360, spike 60)")
+    parser.add_argument("--rooms", type=positive_int, default=1)
+    parser.add_argument("--stock", type=non_negative_int, default=0,
+                        help="units per flash sale (default: a tenth of a room)")
     parser.add_argument("--host", default="", help="a running server (default: start one on loopback)")
     parser.add_argument("--reports", type=Path, help="directory for the reports (default loadtest/reports/...)")
-    parser.add_argument("--workers", type=int, default=0, help="run Locust distributed: a master and N workers")
-    parser.add_argument("--max-failure-ratio", type=float, default=0.0,
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="run Locust distributed: a master and N workers")
+    parser.add_argument("--max-failure-ratio", type=share, default=0.0,
                         help="share of failed requests still accepted (default 0: any failure fails the run)")
-    return parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if sized := [arg for arg in extra if _is_size_option(arg)]:
+        parser.error(f"{sized[0]} does not apply: the show sets the crowd (--viewers) and the length (--duration)")
+    return args, extra
+
+
+def _is_size_option(arg: str) -> bool:
+    """``-u 100``, ``-u100``, ``--run-time=20s``: Locust's options for an unshaped run."""
+    name = arg.split("=", 1)[0]
+    return name in _LOCUST_SIZE_OPTIONS or (not arg.startswith("--") and arg[:2] in _LOCUST_SIZE_OPTIONS)
 
 
 def missing_extra() -> str | None:

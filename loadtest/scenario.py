@@ -12,30 +12,40 @@ the hosts created, from the options alone.  They use only ``[A-Za-z0-9_]``:
 drop ids may not hold ``.`` and packet ids may not hold ``-``.
 
 This module imports neither Locust nor gevent: ``loadtest.run`` and the
-invariant check use it outside Locust.
+invariant check use it outside Locust.  Its argument types (``positive_int``,
+``show_duration``, ...) serve both command lines, so a bad value is a usage
+error in ``loadtest.run`` and in plain Locust alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import secrets
 from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_DURATION_S",
+    "MIN_DURATION_S",
     "PRODUCTS",
     "SHAPES",
     "Packet",
     "Sale",
     "Scenario",
     "new_run_id",
+    "non_negative_int",
     "packet_id",
+    "positive_int",
+    "positive_seconds",
     "room_id",
     "sale_id",
+    "share",
+    "show_duration",
 ]
 
 SHAPES = ("evening", "spike")
 DEFAULT_DURATION_S = {"evening": 360.0, "spike": 60.0}
+MIN_DURATION_S = 10.0  # the shortest show whose programme still fits (countdowns, payment windows)
 
 #: (product_id, title, price_cents) that every host puts in its room.
 PRODUCTS = [
@@ -47,6 +57,63 @@ PRODUCTS = [
 
 #: Red packets hold this much per share on average (cents), plus a remainder so the split is uneven.
 _CENTS_PER_SHARE = 88
+
+
+# -- argument types (argparse and Locust's configargparse) ------------------------------------
+
+
+def _number(text: str, kind: type[float]) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (viewers, rooms)."""
+    value = int(_number(text, int))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A count that may be 0 (``--stock 0``: automatic; ``--workers 0``: not distributed)."""
+    value = int(_number(text, int))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def show_duration(text: str) -> float:
+    """The show's length in seconds: 0 (the shape's default) or at least :data:`MIN_DURATION_S`."""
+    value = _number(text, float)
+    if value != 0 and value < MIN_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"a show lasts at least {MIN_DURATION_S:g} seconds (0: the shape's default), not {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A ratio from 0 to 1 (``--grab-ratio``, ``--max-failure-ratio``)."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A time in seconds above 0 (``--reply-timeout``)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+# -- ids ---------------------------------------------------------------------------------------
 
 
 def new_run_id() -> str:
@@ -105,8 +172,8 @@ class Scenario:
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
             raise ValueError(f"unknown shape {self.shape!r}: pick one of {', '.join(SHAPES)}")
-        if self.viewers < 1 or self.rooms < 1 or self.duration_s < 10:
-            raise ValueError("a show needs at least 1 viewer, 1 room and 10 seconds")
+        if self.viewers < 1 or self.rooms < 1 or self.duration_s < MIN_DURATION_S:
+            raise ValueError(f"a show needs at least 1 viewer, 1 room and {MIN_DURATION_S:g} seconds")
 
     @property
     def per_room(self) -> int:

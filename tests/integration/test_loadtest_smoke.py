@@ -1,5 +1,6 @@
 """The Locust load test as a user runs it: the one command's short version (CI: a small spike, no
-failures, the books balance), and what it says without the load extra (and the benchmarks without theirs).
+failures, the books balance), its usage errors, and what it says without the load extra (and the
+benchmarks without theirs).
 
 Locust patches the standard library with gevent when it is imported, so it
 runs only in the subprocess here, never in the test process.
@@ -53,6 +54,29 @@ def test_bench_without_the_bench_extra(hidden: list[str], line: str) -> None:
                                    "runpy.run_path('bench/run_all.py', run_name='__main__')"))
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [line], proc.stderr
+
+
+# -- usage errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["--duration", "5"], ["--duration", "-1"], ["--viewers", "0"], ["--rooms", "two"], ["--stock", "-3"],
+    ["--workers", "-1"], ["--max-failure-ratio", "2"], ["-u", "100"], ["--run-time=20s"],
+])
+def test_bad_values_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    """argparse's usage and one error line, exit 2: no traceback, nothing started."""
+    reports = tmp_path / "reports"
+    proc = python("-m", "loadtest.run", "--reports", str(reports), *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("usage: python -m loadtest.run") and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("python -m loadtest.run: error: ")
+    assert not reports.exists()
+
+
+def test_plain_locust_checks_the_load_test_options() -> None:
+    proc = python("-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "--duration", "5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "argument --duration: a show lasts at least 10 seconds" in proc.stderr.strip().splitlines()[-1]
 
 
 # -- the one command ------------------------------------------------------------------------------------------
