@@ -3,8 +3,10 @@
 Run it from the repository root (``loadtest/README.md`` has every knob)::
 
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 --shape spike --viewers 2000
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 --headless -u 100 -r 50 -t 60s
 
-or let ``python -m loadtest.run`` start a server, run Locust headless and
+(the first plays a show, the second Locust's own -u/-r/-t with the evening's
+programme for the host), or let ``python -m loadtest.run`` start a server, run Locust headless and
 check the invariants afterwards.
 
 Viewers join over WebSocket and stay; between glances at the screen they

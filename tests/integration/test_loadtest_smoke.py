@@ -1,9 +1,9 @@
 """The Locust load test as a user runs it: the one command's short version (CI: a small spike, no
-failures, the books balance), its usage errors, and what it says without the load extra (and the
-benchmarks without theirs).
+failures, the books balance), its usage errors, what it says without the load extra (and the
+benchmarks without theirs), and plain Locust's own -u/-r/-t.
 
 Locust patches the standard library with gevent when it is imported, so it
-runs only in the subprocess here, never in the test process.
+runs only in subprocesses here, never in the test process.
 """
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ..conftest import free_port
+from .test_cli import finish, spawn, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,6 +32,19 @@ def without(modules: list[str], code: str) -> list[str]:
     """``-c`` arguments that run ``code`` as if ``modules`` were not installed (no import finds them)."""
     hide = "".join(f"sys.modules[{m!r}] = None; " for m in modules)
     return ["-c", f"import sys, runpy; {hide}{code}"]
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``liveserver serve --dev`` on a free port, its embedded Redis in a temporary directory."""
+    port = free_port()
+    proc = spawn("--dev", "--port", str(port), "--log-level", "WARNING",
+                 "--data-dir", str(tmp_path_factory.mktemp("dev") / "data"))
+    try:
+        wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        finish(proc)
 
 
 # -- the extras, said up front ---------------------------------------------------------------------
@@ -79,9 +97,35 @@ def test_plain_locust_checks_the_load_test_options() -> None:
     assert "argument --duration: a show lasts at least 10 seconds" in proc.stderr.strip().splitlines()[-1]
 
 
+# -- plain Locust ----------------------------------------------------------------------------------------
+
+
+def test_plain_locust_follows_u_r_t(dev_server: str) -> None:
+    """Without --shape, -u users at -r a second for -t (hosts included in -u), as in any Locust run;
+    the host still plays a programme (a sale, a red packet) and nothing fails."""
+    started = time.monotonic()
+    proc = python("-m", "locust", "-f", "loadtest/locustfile.py", "--host", dev_server, "--headless",
+                  "-u", "6", "-r", "6", "-t", "10s", "--only-summary", "--json", timeout=90)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert elapsed < 40, f"a -t 10s run took {elapsed:.0f} s"
+    assert '{"Host": 1, "Viewer": 5} (6 total users)' in proc.stderr, proc.stderr[-3000:]
+    stats = {(e["method"], e["name"]): e for e in json.loads(proc.stdout)}
+    assert sum(e["num_failures"] for e in stats.values()) == 0, proc.stdout
+    assert stats[("WS", "hello → welcome")]["num_requests"] == 6
+    assert stats[("POST", "/api/v1/rooms/[room]/flash-sales")]["num_requests"] >= 1
+    assert stats[("POST", "/api/v1/rooms/[room]/red-packets")]["num_requests"] >= 1
+
+
+def test_a_shaped_run_says_it_ignores_u(dev_server: str) -> None:
+    proc = python("-m", "locust", "-f", "loadtest/locustfile.py", "--host", dev_server, "--headless",
+                  "--shape", "spike", "--viewers", "4", "--duration", "10", "-u", "100", "--only-summary", timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--shape spike plays its own crowd: -u ignored" in proc.stderr
+    assert "(101 total users)" not in proc.stderr and "(5 total users)" in proc.stderr
+
+
 # -- the one command ------------------------------------------------------------------------------------------
-
-
 
 
 @pytest.mark.slow
@@ -96,6 +140,7 @@ def test_spike_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "loadtest PASS" in out and "invariant FAIL" not in out, out
     assert "invariant PASS  locust: 0 failures of" in out, out
+    assert f"HTML report {reports / 'report.html'}" in out, out
     for check in ("stock", "orders", "clients"):
         assert f"_s1 {check}:" in out, out
     assert "_p1 sums:" in out and "_p2 sums:" in out, out
