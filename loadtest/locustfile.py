@@ -171,7 +171,8 @@ class Viewer(LiveUser):
         self._join()
 
     def on_stop(self) -> None:
-        self.reactions.kill(block=False)
+        """Stop the reactions first (a grab or a like under way), then leave: nothing sends after the close."""
+        self.reactions.kill(block=True, timeout=2)
         self.socket.close()
 
     # -- tasks (Locust picks one by weight after each wait) --------------------------------

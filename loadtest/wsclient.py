@@ -18,7 +18,10 @@ What Locust's statistics get (``events.request``):
 A failure is: no reply within the timeout, an ``error`` frame, a reply of
 the wrong type, ``ok: false`` with a reason a correct client never gets, or
 the connection closing under us.  Each is reported once, then raised as a
-:class:`WsError` for the caller to stop what it was doing.
+:class:`WsError` for the caller to stop what it was doing.  Once the user
+closed the socket itself (Locust stopping it), a command that still fails
+(``not connected``, its reply cut off) is raised unreported: the stop, not
+the server, ended it.
 """
 
 from __future__ import annotations
@@ -186,6 +189,7 @@ class LiveSocket:
         ws, reader = self._ws, self._reader
         self._closing = True
         self._ws = None
+        self._fail_waiters(Closed(None, "closed by the client"))  # the reader may be killed before it sees EOF
         if ws is None:
             return
         with suppress(websocket.WebSocketException, OSError):
@@ -251,10 +255,10 @@ class LiveSocket:
             _check_reply(reply, expect, reasons)
         except gevent.Timeout:
             error = NoReply(f"no {expect} within {self._timeout:g} s")
-            self._report(WS, name, start, 0, error)
+            self._report_failure(name, start, error)
             raise error from None
         except WsError as exc:
-            self._report(WS, name, start, 0, exc)
+            self._report_failure(name, start, exc)
             raise
         finally:
             self._waiters.pop(req_id, None)
@@ -267,7 +271,7 @@ class LiveSocket:
         try:
             self._send(msg)
         except WsError as exc:
-            self._report(WS, name, start, 0, exc)
+            self._report_failure(name, start, exc)
             raise
         self._report(WS, name, start, 0)
 
@@ -333,8 +337,19 @@ class LiveSocket:
         error = Closed(code, reason)
         if not self._closing:
             self._report(WS, "connection lost", time.perf_counter(), 0, error)
+        self._fail_waiters(error)
+
+    def _fail_waiters(self, error: WsError) -> None:
+        """Every command still waiting for its reply hears that there will be none."""
         for waiter in list(self._waiters.values()):
-            waiter.set_exception(error)
+            if not waiter.ready():
+                waiter.set_exception(error)
+
+    def _report_failure(self, name: str, start: float, error: WsError) -> None:
+        """A command that failed, unless this user closed the socket itself: a stop race (a reaction
+        that sends after Locust stopped its user, a reply cut off by the close) is no failure."""
+        if not self._closing:
+            self._report(WS, name, start, 0, error)
 
     def _report(self, kind: str, name: str, start: float, size: int, exc: Exception | None = None,
                 *, end: float | None = None) -> None:

@@ -1,6 +1,6 @@
 """The Locust load test as a user runs it: the one command's short version (CI: a small spike, no
 failures, the books balance), its usage errors, what it says without the load extra (and the
-benchmarks without theirs), and plain Locust's own -u/-r/-t.
+benchmarks without theirs), plain Locust's own -u/-r/-t, and the client's stop race.
 
 Locust patches the standard library with gevent when it is imported, so it
 runs only in subprocesses here, never in the test process.
@@ -123,6 +123,53 @@ def test_a_shaped_run_says_it_ignores_u(dev_server: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--shape spike plays its own crowd: -u ignored" in proc.stderr
     assert "(101 total users)" not in proc.stderr and "(5 total users)" in proc.stderr
+
+
+# -- the client's stop race ----------------------------------------------------------------------------------
+
+_STOP_RACE = """
+import json, sys, urllib.request
+import gevent
+from locust.env import Environment
+from loadtest.wsclient import Closed, LiveSocket, Refused
+
+base = sys.argv[1]
+req = urllib.request.Request(base + "/api/v1/dev/tokens", data=b'{"sub": "racer"}', method="POST")
+token = json.load(urllib.request.urlopen(req))["token"]
+env, failures = Environment(), []
+env.events.request.add_listener(
+    lambda name, exception=None, **_: exception is not None and failures.append(f"{name}: {exception!r}"))
+sock = LiveSocket(env, base.replace("http", "ws", 1) + "/ws", lambda msg, size: None, reply_timeout_s=2)
+sock.join(token, "demo")
+try:  # a real failure is still one: a reply of the wrong type
+    sock.request({"type": "ping", "t": 1}, "ping as ack", expect="ack")
+except Refused:
+    pass
+# a command waiting for a reply when the user closes (a like has none: it would wait for the timeout)
+waiting = gevent.spawn(sock.request, {"type": "like", "count": 1}, "like → ack", expect="ack")
+gevent.sleep(0.3)
+sock.close()
+waiting.join(5)
+outcomes = [type(waiting.exception).__name__]
+for send in (lambda: sock.send({"type": "like", "count": 1}, "like"),
+             lambda: sock.request({"type": "ping", "t": 2}, "ping → pong", expect="pong")):
+    try:  # a reaction that still sends after the close
+        send()
+    except Closed as exc:
+        outcomes.append(str(exc))
+gevent.sleep(2.5)  # past the reply timeout
+print(json.dumps({"failures": failures, "outcomes": outcomes}))
+"""
+
+
+def test_no_failure_for_what_the_close_cut_off(dev_server: str) -> None:
+    """After the user closed its socket (Locust stopping it), a reply cut off by the close and a send
+    that comes too late (``closed: not connected``) are raised, not reported as failures."""
+    proc = python("-c", _STOP_RACE, dev_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["outcomes"] == ["Closed", "closed: not connected", "closed: not connected"], result
+    assert result["failures"] == ["ping as ack: Refused(\"expected ack, got 'pong'\")"], result
 
 
 # -- the one command ------------------------------------------------------------------------------------------
