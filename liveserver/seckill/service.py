@@ -94,6 +94,15 @@ class Drop:
     def status(self, now: int) -> str:
         return drop_status(self.ended, self.starts, self.ends, self.left, now)
 
+    def _product(self) -> dict[str, Any]:
+        """The product's title and list price as they were when the drop was made (if known)."""
+        out: dict[str, Any] = {}
+        if self.title is not None:
+            out["title"] = self.title
+        if self.list_price is not None:
+            out["original_price_cents"] = self.list_price
+        return out
+
     def message(self, now: int) -> dict[str, Any]:
         """The ``flash_sale`` / ``coupon`` broadcast body."""
         msg: dict[str, Any] = {
@@ -107,11 +116,8 @@ class Drop:
             "price_cents": self.price,
             "stock": self.stock,
             "per_user_limit": self.per_user,
+            **self._product(),
         }
-        if self.title is not None:
-            msg["title"] = self.title
-        if self.list_price is not None:
-            msg["original_price_cents"] = self.list_price
         if self.kind == "coupon":
             msg["discount_cents"] = self.discount
         return msg
@@ -128,11 +134,8 @@ class Drop:
             "starts_at_ms": self.starts,
             "ends_at_ms": self.ends,
             "price_cents": self.price,
+            **self._product(),
         }
-        if self.title is not None:
-            body["title"] = self.title
-        if self.list_price is not None:
-            body["original_price_cents"] = self.list_price
         if self.kind == "sale":
             body.update(pending=self.pending, paid=self.paid, pay_timeout_s=self.pay_ms // 1000)
         else:
