@@ -45,7 +45,7 @@ from liveserver.sdk import ApiError, ConnectionClosed, HostClient, ReplyError, V
 from liveserver.settings import Settings
 
 from ..conftest import SECRET, RedisProcess, free_port, start_redis
-from .conftest import RunningNode, token
+from .conftest import LoopbackUrls, RunningNode, token
 
 __all__ = [
     "CHAOS_SETTINGS", "CONNECTION_ERRORS", "SCALE", "ChaosEnv", "Endpoint", "Ledger", "Market", "Observer", "Plan",
@@ -130,20 +130,12 @@ class Endpoint(Protocol):
 
 
 @dataclass
-class ServeProcess:
+class ServeProcess(LoopbackUrls):
     """A ``liveserver serve`` subprocess; its stderr goes to a file (read it for evidence)."""
 
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     @classmethod
     def spawn(cls, redis_url: str, key_prefix: str, settings: dict[str, Any], log_dir: Path) -> ServeProcess:

@@ -23,13 +23,10 @@ from liveserver.settings import Settings
 from ..conftest import SECRET, RedisProcess
 
 
-@dataclass
-class RunningNode:
-    """One server node on 127.0.0.1 with a free port."""
+class LoopbackUrls:
+    """The HTTP and WebSocket URLs of a server on 127.0.0.1 at ``self.port``."""
 
-    runner: web.AppRunner
     port: int
-    settings: Settings
 
     @property
     def base_url(self) -> str:
@@ -38,6 +35,15 @@ class RunningNode:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@dataclass
+class RunningNode(LoopbackUrls):
+    """One server node on 127.0.0.1 with a free port."""
+
+    runner: web.AppRunner
+    port: int
+    settings: Settings
 
     @property
     def node(self) -> Node:
