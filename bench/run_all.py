@@ -15,7 +15,7 @@ Each benchmark prints its detailed table as it finishes; the summary follows, wi
 the machine it ran on.  One Redis serves the whole run (every server gets its own key
 prefix).  The exit status is 1 if any row's check failed.  Loopback only.
 
-Without the ``bench`` extra (and psutil) it says what to install in one line
+Without the ``bench`` extra it says what to install in one line
 and exits 2, before it starts anything.
 """
 
@@ -55,7 +55,7 @@ FULL_SIZES: dict[str, list[str]] = {
 #: extra of pyproject.toml that brings it, or None when no extra does).
 NEEDS: dict[str, tuple[str, str | None]] = {
     "socketio": ("python-socketio", "bench"),  # the peer server and its clients
-    "psutil": ("psutil", None),  # the servers' CPU and memory (the test and load extras have it, bench not)
+    "psutil": ("psutil", "bench"),  # the servers' CPU and memory
 }
 
 
