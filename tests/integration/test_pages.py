@@ -256,5 +256,14 @@ async def test_english_on_request_and_reasons_in_words(start_node: StartNode, br
         await view.get_by_test_id("danmaku-input").fill(text)
         await view.get_by_test_id("danmaku-send").click()
     await expect(view.get_by_test_id("notice")).to_have_text("Not sent: Too fast, try again in a moment")
+    # two sales of one product at once: the viewer sees both, each with its own Grab
+    await h.create_flash_sale(room, "p1", 900, 5)
+    await h.create_flash_sale(room, "p1", 700, 5, countdown_s=60)
+    await expect(view.get_by_test_id("drop")).to_have_count(2)
+    await expect(view.get_by_test_id("drop").nth(0).get_by_test_id("drop-price")).to_have_text("¥9.00")
+    await expect(view.get_by_test_id("drop").nth(1).get_by_test_id("countdown")).to_contain_text("Starts in")
+    await expect(view.get_by_test_id("drop").nth(0).get_by_test_id("grab")).to_be_enabled()
+    await expect(view.get_by_test_id("drop").nth(1).get_by_test_id("grab")).to_be_disabled()
+    await _shot(view, "en-viewer-two-sales")
     await h.close()
     assert errors == []
