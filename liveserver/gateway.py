@@ -96,13 +96,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node.sessions.add(session)
     try:
         await session.run()
-    except Exception:  # a bug: never an HTTP 500 written into an upgraded socket, never a silent 1000
+    except Exception:  # a bug in the teardown itself: never an HTTP 500 written into an upgraded socket
         log.exception("WebSocket session of %s failed", session.principal.user if session.principal else request.remote)
-        node.metrics.ws_errors.labels(code="internal").inc()
         with contextlib.suppress(Exception):
             if not ws.closed:
-                frame = encode(error_message("internal", "internal error"), protocol)
-                await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
                 await asyncio.wait_for(ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error"), s.close_grace_s)
     finally:
         node.sessions.discard(session)
@@ -139,6 +136,14 @@ class Session:
                 return
             if await self._handshake():
                 await self._read_loop()
+        except Exception:  # a bug: logged, and the client hears it (error frame, 1011), never a silent 1000
+            log.exception("WebSocket session of %s failed", self.principal.user if self.principal else self.ip)
+            self.node.metrics.ws_errors.labels(code="internal").inc()
+            if self.conn is None:
+                await self._reject(CloseCode.INTERNAL_ERROR, "internal error", "internal")
+            elif not self.conn.closing:
+                self.conn.send(error_message("internal", "internal error"))
+                self.conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._teardown()
 

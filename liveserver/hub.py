@@ -187,7 +187,15 @@ class Connection:
         """The socket closed under us: every later write is a no-op; the reader side ends the session."""
         self.closing = True
         self._queue.clear()
-        self._wakeup.set()  # the writer wakes, finds nothing queued and waits for its cancellation
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
+        """Nothing more can be written: stop the writer (unless it is the caller) and count the
+        connection closed, so that the teardown does not wait for a flush that cannot come."""
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task() and not writer.done():
+            writer.cancel()
+        self.closed.set()
 
     def send(self, msg: dict[str, Any]) -> bool:
         """Encode ``msg`` for this connection alone and send it as control."""
@@ -256,6 +264,8 @@ class Connection:
         self.closing = True
         with contextlib.suppress(Exception):
             self._transport.abort()
+        self._queue.clear()
+        self._stop_writer()
 
     # -- closing ---------------------------------------------------------------
 

@@ -181,13 +181,18 @@ def has_surrogate(obj: Any) -> bool:
 
     JSON allows ``"\\ud800"``; such a string decodes to ``str`` and fails at its first
     ``.encode()`` (in Redis, in a reply, in PyJWT), so it is refused where it enters.
-    ``obj`` comes from ``json.loads``, whose nesting the recursion limit bounds."""
-    if isinstance(obj, str):
-        return _SURROGATE.search(obj) is not None
-    if isinstance(obj, dict):
-        return any(_SURROGATE.search(k) or has_surrogate(v) for k, v in obj.items())
-    if isinstance(obj, list):
-        return any(has_surrogate(v) for v in obj)
+    ``obj`` comes from ``json.loads``."""
+    stack = [obj]  # iterative: json.loads nests deeper than a recursive walk may
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 

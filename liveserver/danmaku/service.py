@@ -220,7 +220,7 @@ class DanmakuService:
 
     async def delete(self, room_id: str, danmaku_id: str, who: Principal) -> None:
         await self._rooms.get_run(room_id, who)
-        if not danmaku_id.isdigit() or len(danmaku_id) > 18:
+        if not (danmaku_id.isascii() and danmaku_id.isdigit()) or len(danmaku_id) > 18:  # not "²"
             raise NotFound(f"danmaku {danmaku_id!r} not found")
         k = self._keys.room(room_id)
         if not int(await self._scripts.danmaku_delete(keys=[k.seq, k.history], args=[int(danmaku_id), k.channel])):

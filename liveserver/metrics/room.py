@@ -183,9 +183,9 @@ class RoomMetrics:
         pipe.hgetall(k.metric("counts"))
         pipe.smembers(k.metric("products"))
         pipe.get(k.likes)
-        pipe.get(k.seq)
+        pipe.get(k.seq)  # the danmaku count of a room older than its dm_count (its ids were dense)
         pipe.get(k.thinned)
-        pipe.hmget(k.meta, ["started_ms", "status"])
+        pipe.hmget(k.meta, ["started_ms", "status", "dm_count"])
         pipe.hgetall(k.products)
         pipe.zrange(k.metric("markers"), 0, -1)
         for name in ROOM_SERIES:
@@ -193,7 +193,9 @@ class RoomMetrics:
         for d in unsettled:
             pipe.hgetall(self._keys.drop(d.id).stats)
         (uv, exposure_uv, click_uv, cart_uv, order_uv, buyer_uv, peak, raw_counts, funnel_products, likes, danmaku,
-         thinned, (started_ms, status), raw_catalog, logged_markers, *rest) = await pipe.execute()
+         thinned, (started_ms, status, dm_count), raw_catalog, logged_markers, *rest) = await pipe.execute()
+        if dm_count is not None:  # the room's count; its ids (``danmaku``, read above) may jump
+            danmaku = dm_count
         room_series, fresh_stats = rest[:len(ROOM_SERIES)], rest[len(ROOM_SERIES):]
         stats = self._sale_stats(sales, unsettled, fresh_stats, now)
         counts = {key: int(v) for key, v in raw_counts.items()}

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["GrabBatcher", "GrabRequest", "UNKNOWN_OUTCOME"]
+__all__ = ["GrabBatcher", "GrabRequest", "UNKNOWN_OUTCOME", "unknown_outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,19 @@ class GrabRequest:
 #: (``ReadOnlyError``: a replica answered during a failover; no item was applied.)
 UNKNOWN_OUTCOME: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, RedisConnectionError,
                                                     RedisTimeoutError, ReadOnlyError)
+
+#: Error replies that speak of Redis's state, not of one grab (out of memory, busy with a script,
+#: loading, a cluster reconfiguring, a master without replicas): splitting would only repeat them.
+_STATE_ERRORS = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "NOREPLICAS",
+                 "MOVED", "ASK")
+
+
+def unknown_outcome(exc: BaseException) -> bool:
+    """Whether ``exc`` says nothing about the grabs of the batch it failed (fail it whole)."""
+    return isinstance(exc, UNKNOWN_OUTCOME) or (
+        isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0].upper().startswith(_STATE_ERRORS)
+    )
+
 
 Answer = tuple[str, str, int]  # (answer, order_id or "", expires_at_ms or 0)
 RunBatch = Callable[[Any, list[GrabRequest]], Awaitable[list[Answer]]]
@@ -66,7 +79,13 @@ class GrabBatcher:
                     self._waiting.pop(target, None)
                     return
                 batch, self._waiting[target] = waiting[: self._max], waiting[self._max :]
-                await self._commit(target, batch)
+                try:
+                    await self._commit(target, batch)
+                except BaseException:  # cancelled (the node stops): no grab of this batch waits forever
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(ConnectionError("the server is stopping"))
+                    raise
         finally:
             self._flushing.discard(target)
 
@@ -86,7 +105,7 @@ class GrabBatcher:
         try:
             answers = await self._run(target, [r for r, _ in batch])
         except BaseException as exc:
-            if isinstance(exc, Exception) and not isinstance(exc, UNKNOWN_OUTCOME) and len(batch) > 1:
+            if isinstance(exc, Exception) and not unknown_outcome(exc) and len(batch) > 1:
                 half = len(batch) // 2
                 await self._commit(target, batch[:half])
                 await self._commit(target, batch[half:])

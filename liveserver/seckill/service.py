@@ -87,7 +87,7 @@ class Drop:
             discount=int(h.get("discount") or 0), stock=int(h["stock"]), left=int(h["left"]),
             pending=int(h["pending"]), paid=int(h["paid"]), per_user=int(h["per_user"]),
             starts=int(float(h["starts"])), ends=int(float(h["ends"])), pay_ms=int(h.get("pay_ms") or 0),
-            ended=h.get("ended") == "1", sold_out_ms=int(h.get("sold_out_ms") or 0), orders=int(h.get("seq") or 0),
+            ended=h.get("ended") == "1", sold_out_ms=int(h.get("sold_out_ms") or 0), orders=int(h.get("orders") or h.get("seq") or 0),
             title=h.get("title"), list_price=int(h["list_price"]) if h.get("list_price") else None,
         )
 

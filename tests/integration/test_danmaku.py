@@ -8,9 +8,11 @@ import socket
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from liveserver.sdk import MSGPACK, ApiError, HostClient, ReplyError, ViewerClient
 
+from ..conftest import RedisProcess
 from .conftest import RunningNode, StartNode, join, token
 
 FAST = {"danmaku_user_rate": 1000.0, "danmaku_user_burst": 1000, "client_msg_rate": 1000.0, "client_msg_burst": 1000}
@@ -337,3 +339,39 @@ async def test_word_list_fresh_after_the_node_resubscribes(start_node: StartNode
     back = await join(a, "chatter", live_room)
     assert (await say(back, "counterfeit goods"))["reason"] == "blocked"
     await back.close()
+
+
+async def test_after_a_new_redis_instance_ids_jump_and_deletes_and_counts_still_work(
+    start_node: StartNode, live_room: str, key_prefix: str, redis_server: RedisProcess
+) -> None:
+    """A restart or failover (simulated: the recorded Redis instance is another one) makes the
+    next id jump to the µs clock; deleting such an id and the room's danmaku count still work."""
+    node = await start_node(**FAST)
+    sender = await join(node, "sender", live_room)
+    before = await say(sender, "before")
+    r = Redis.from_url(redis_server.url, decode_responses=True)
+    await r.hset(f"{key_prefix}{{r:{live_room}}}:meta", "dm_rid", "an-instance-that-is-gone")
+    after = await say(sender, "after")
+    assert after["id"] > 10**15 > before["id"]
+    again = await say(sender, "again")
+    assert again["id"] == after["id"] + 1  # dense again from there
+    async with HostClient(node.base_url, token("host1", "host")) as h:
+        await h.request("DELETE", f"/api/v1/rooms/{live_room}/danmaku/{after['id']}")
+        await asyncio.sleep(1.2)
+        m = await h.request("GET", f"/api/v1/rooms/{live_room}/metrics")
+    assert m["danmaku"] == 3
+    watcher = await join(node, "late", live_room, last_seq=before["id"])
+    assert watcher.welcome["recovered"] is True and watcher.welcome["seq"] == again["id"]
+    got = await collect(watcher, 1)
+    assert [i["text"] for i in got] == ["again"]  # the deleted one is not replayed
+    await r.aclose()
+    for c in (sender, watcher):
+        await c.close()
+
+
+async def test_a_danmaku_id_that_is_a_unicode_digit_is_not_found(server: RunningNode, live_room: str) -> None:
+    async with HostClient(server.base_url, token("host1", "host")) as h:
+        for bad in ("%C2%B2", "%D9%A3", "1e5"):  # "²", Arabic-Indic 3: str.isdigit says yes, int() says no
+            with pytest.raises(ApiError) as e:
+                await h.request("DELETE", f"/api/v1/rooms/{live_room}/danmaku/{bad}")
+            assert e.value.status == 404

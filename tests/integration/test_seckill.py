@@ -514,3 +514,28 @@ async def test_viewers_see_the_stock_fall_at_most_once_a_second(start_node: Star
     for c in (watcher, *buyers):
         await c.close()
     await h.close()
+
+
+async def test_order_ids_jump_on_a_new_redis_instance_and_the_count_stays_true(
+    start_node: StartNode, key_prefix: str
+) -> None:
+    node = await start_node(client_msg_rate=1000.0, client_msg_burst=1000)
+    h, room = await setup_room(node)
+    sale = await h.create_flash_sale(room, "tea", 100, 10)
+    buyers = [await join(node, f"o{i}", room) for i in range(3)]
+    first = await buyers[0].grab(sale_id=sale["sale_id"])
+    assert first["order_id"] == f"{sale['sale_id']}.1"
+    r = Redis.from_url(node.settings.redis_url, decode_responses=True)  # as after a restart or failover:
+    await r.hset(f"{key_prefix}{{d:{sale['sale_id']}}}:meta", "rid", "an-instance-that-is-gone")
+    await r.aclose()
+    second = await buyers[1].grab(sale_id=sale["sale_id"])
+    third = await buyers[2].grab(sale_id=sale["sale_id"])
+    n2, n3 = (int(g["order_id"].rsplit(".", 1)[1]) for g in (second, third))
+    assert n2 > 10**15 and n3 == n2 + 1
+    assert (await h.request("GET", f"/api/v1/orders/{second['order_id']}"))["user"] == "o1"
+    await asyncio.sleep(1.2)
+    m = await h.request("GET", f"/api/v1/rooms/{room}/metrics")
+    assert m["order_count"] == 3 and m["products"][0]["order_count"] == 3
+    for b in buyers:
+        await b.close()
+    await h.close()

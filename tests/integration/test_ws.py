@@ -275,3 +275,23 @@ async def test_lone_surrogates_after_the_hello_get_error_frames_and_the_session_
             assert err["type"] == "error" and err["code"] == "invalid", err
         await ws.send_str('{"type":"ping","t":1,"req_id":"ok"}')
         assert (await ws.receive_json(timeout=5))["type"] == "pong"
+
+
+async def test_a_bug_after_the_join_is_an_error_frame_and_1011_not_a_silent_1000(
+    server: RunningNode, live_room: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import liveserver.gateway as gateway
+
+    real = gateway.parse_client_message
+
+    def buggy(obj: dict[str, Any]) -> Any:
+        if obj.get("type") == "ping" and obj.get("t") == "boom":
+            raise RuntimeError("a bug outside every guard")
+        return real(obj)
+
+    monkeypatch.setattr(gateway, "parse_client_message", buggy)
+    v = await join(server, "bug", live_room)
+    await v.send({"type": "ping", "t": "boom"})
+    err = await v.wait_for("error", timeout_s=5)
+    assert err["code"] == "internal"
+    assert await v.wait_closed(timeout_s=5) == 1011

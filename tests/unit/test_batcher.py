@@ -54,3 +54,31 @@ async def test_redis_down_is_an_unknown_outcome_for_the_whole_batch() -> None:
     results = await _submit_all(batcher, [_req(i) for i in range(50)])
     assert all(isinstance(r, RedisConnectionError) for r in results)
     assert calls <= 2  # no split: every grab in it would fail the same way (the client retries)
+
+
+async def test_redis_state_errors_fail_the_batch_whole() -> None:
+    calls = 0
+
+    async def run(target: object, batch: list[GrabRequest]) -> list[Answer]:
+        nonlocal calls
+        calls += 1
+        raise ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+
+    results = await _submit_all(GrabBatcher(run), [_req(i) for i in range(64)])
+    assert all(isinstance(r, ResponseError) for r in results) and calls <= 2
+
+
+async def test_a_stopping_batcher_settles_every_grab() -> None:
+    started = asyncio.Event()
+
+    async def run(target: object, batch: list[GrabRequest]) -> list[Answer]:
+        started.set()
+        await asyncio.sleep(10)
+        return []
+
+    batcher = GrabBatcher(run)
+    pending = asyncio.gather(*(batcher.submit("sale", _req(i)) for i in range(5)), return_exceptions=True)
+    await started.wait()
+    await batcher.close()
+    results = await asyncio.wait_for(pending, 2)
+    assert all(isinstance(r, ConnectionError) for r in results)

@@ -106,3 +106,12 @@ async def test_ids_below_what_the_node_saw_mean_redis_rolled_back() -> None:
     assert fanout.rollbacks == 1
     assert len(transport.written) == 2 and b"after" in transport.written[1]  # delivered, not taken for a duplicate
     conn.detach()
+
+
+async def test_an_aborted_connection_is_closed_at_once() -> None:
+    hub = Hub(LIMITS)
+    conn, transport = _conn(hub, "gone")
+    await asyncio.sleep(0)
+    conn.abort()
+    assert transport.closed and conn.closed.is_set()
+    await asyncio.wait_for(conn.wait_closed(5), 0.5)  # the teardown does not wait out the grace

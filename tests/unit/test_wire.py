@@ -562,3 +562,10 @@ def test_close_reasons_are_cut_on_a_character_boundary(text: str) -> None:
 
     cut = close_reason(text)
     assert len(cut) <= 120 and text.startswith(cut.decode("utf-8"))  # valid UTF-8, a prefix of the text
+
+
+def test_a_deeply_nested_surrogate_is_invalid_not_a_recursion_error() -> None:
+    deep = '{"type":"danmaku","text":"x","a":' + "[" * 900 + '"\\ud800"' + "]" * 900 + "}"
+    with pytest.raises(WireError) as e:
+        decode(deep, Protocol.JSON)
+    assert e.value.code == "invalid" and e.value.field == "a"

@@ -5,6 +5,6 @@
 local id = tonumber(ARGV[1])
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if not id or id < 1 or id > last then return 0 end
-redis.call('XDEL', KEYS[2], id .. '-0')
+redis.call('XDEL', KEYS[2], string.format('%d', id) .. '-0')  -- ids pass 1e14: never tostring
 redis.call('PUBLISH', ARGV[2], cmsgpack.pack({type = 'danmaku_deleted', id = id}))
 return 1

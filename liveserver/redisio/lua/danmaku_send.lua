@@ -68,6 +68,10 @@ end
 local last = tonumber(redis.call('GET', KEYS[6]) or '0')
 local floor = ids_floor(KEYS[1], 'dm_rid', last, t)
 local seq = redis.call('INCRBY', KEYS[6], floor - last + 1)  -- INCRBY keeps the key's TTL
+-- how many the room accepted (ids may jump, so they are no count); a room older than this
+-- counter had dense ids: its last id was its count
+redis.call('HSETNX', KEYS[1], 'dm_count', last)
+redis.call('HINCRBY', KEYS[1], 'dm_count', 1)
 local sid = string.format('%d', seq)
 redis.call('HINCRBY', KEYS[9], math.floor(now / 60000), 1)
 local prio = tonumber(ARGV[4])

@@ -14,6 +14,6 @@ end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('HSET', meta, 'room_id', ARGV[1], 'title', ARGV[2], 'host', ARGV[3],
-  'status', 'scheduled', 'created_ms', now)
+  'status', 'scheduled', 'created_ms', now, 'dm_count', 0)
 ids_mark(meta, 'dm_rid')  -- the danmaku counter starts at 1 on this instance
 return {1, 'scheduled', ARGV[2], ARGV[3], string.format('%d', now)}

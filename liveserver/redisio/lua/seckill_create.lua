@@ -16,7 +16,7 @@ local ends = starts + tonumber(ARGV[11])
 redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'id', ARGV[2], 'room', ARGV[3], 'product', ARGV[4],
   'price', ARGV[5], 'discount', ARGV[6], 'stock', ARGV[7], 'left', ARGV[7], 'pending', 0, 'paid', 0,
   'per_user', ARGV[8], 'starts', starts, 'ends', ends, 'pay_ms', ARGV[12], 'channel', ARGV[13],
-  'ended', 0, 'seq', 0, 'created', now, 'title', ARGV[14], 'list_price', ARGV[15])
+  'ended', 0, 'seq', 0, 'orders', 0, 'created', now, 'title', ARGV[14], 'list_price', ARGV[15])
 ids_mark(KEYS[1], 'rid')  -- order ids start at 1 on this instance
 announce(load(KEYS[1]), now)
 return {'ok', starts, ends}

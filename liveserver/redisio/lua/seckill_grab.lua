@@ -67,10 +67,12 @@ for i = 1, n do
         if not ids_checked then  -- once per batch, and only when it sells something
           ids_checked = true
           local cur = tonumber(redis.call('HGET', keys.meta, 'seq')) or 0
+          redis.call('HSETNX', keys.meta, 'orders', cur)  -- a drop older than this counter: seq was its count
           local floor = ids_floor(keys.meta, 'rid', cur, redis.call('TIME'))
           if floor > cur then redis.call('HSET', keys.meta, 'seq', string.format('%d', floor)) end
         end
         local seq = redis.call('HINCRBY', keys.meta, 'seq', 1)
+        redis.call('HINCRBY', keys.meta, 'orders', 1)  -- the count: seq may have jumped (_ids_lib.lua)
         oid = d.id .. '.' .. string.format('%d', seq)
         exp = now + d.pay_ms
         local o = {order_id = oid, sale_id = d.id, room_id = d.room, product_id = d.product, user = user, status = 'pending',
