@@ -4,7 +4,7 @@ One :class:`Session` per socket.  Reading happens here; writing happens in
 the connection's writer task (hub.py), so a slow socket never blocks a read
 and nothing here awaits another viewer's socket.
 
-Contract points (CONTRACT.md, "WebSocket /ws"):
+Protocol points (docs/protocol.md, sections 2 and 4):
 
 - the first client message is ``hello`` within ``hello_timeout_s``, else close 4001;
 - a bad or expired token: 4001; an unknown room: 4004; a banned user: 4003;

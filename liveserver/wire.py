@@ -4,7 +4,7 @@ Nothing here touches a socket, Redis or the event loop.  The gateway feeds it
 the payload of each frame and gets back a typed client message or a
 :class:`WireError`, which it answers with an ``error`` frame.
 
-Contract (CONTRACT.md, "WebSocket /ws"): subprotocols ``liveserver.v1.json``
+Protocol (docs/protocol.md, sections 1 and 3): subprotocols ``liveserver.v1.json``
 (text frames, one JSON object each) and ``liveserver.v1.msgpack`` (binary
 frames, one msgpack map each, same keys); no subprotocol asked means JSON.
 Every message is a map with a ``type``.  A client command may carry
