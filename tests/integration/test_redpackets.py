@@ -131,12 +131,12 @@ async def test_expiry_racing_the_last_claims(start_node: StartNode) -> None:
 async def test_rain_schedule_and_per_user_cap(start_node: StartNode) -> None:
     node = await start_node(**FAST, schedule_interval_s=0.02)
     h, room = await setup_room(node)
+    v = await join(node, "greedy", room)  # before the rain: its first packet opens at once
     rain = await h.create_rain(room, total_cents=3000, drops=3, packets_per_drop=5, interval_s=1, per_user_cap=2)
     packets = rain["packets"]
     assert [p["total_cents"] for p in packets] == [1000, 1000, 1000]
     starts = [p["starts_at_ms"] for p in packets]
     assert [b - a for a, b in zip(starts, starts[1:])] == [1000, 1000]
-    v = await join(node, "greedy", room)
     got = []
     for p in packets:
         live = await v.wait_for("red_packet", timeout_s=4,
