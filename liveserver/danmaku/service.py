@@ -17,6 +17,7 @@ from typing import Any
 from ..auth import Principal
 from ..errors import Conflict, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.keyspace import DANMAKU_REQ_TTL_S
 from ..rooms.service import Room, RoomService, check_id, check_int
 from ..settings import Settings
 from .filter import WordFilter
@@ -206,7 +207,7 @@ class DanmakuService:
             args=[
                 who.user, who.name, text, 1 if is_host else 0, 1 if is_host else 0,
                 s.danmaku_user_rate, s.danmaku_user_burst, s.danmaku_room_rate, s.danmaku_room_burst,
-                s.danmaku_history, k.channel,
+                s.danmaku_history, k.channel, DANMAKU_REQ_TTL_S,
             ],
         )
         if res[0] == "ok":

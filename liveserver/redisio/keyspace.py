@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DropKeys", "Keyspace", "PacketKeys", "RoomKeys", "NODE_SET_TTL_MS"]
+__all__ = ["DANMAKU_REQ_TTL_S", "DropKeys", "FINISHED_TTL_S", "Keyspace", "NODE_SET_TTL_MS", "PacketKeys", "RoomKeys"]
 
 #: The fixed live-metrics keys of a room (RoomKeys.metric), expired with the room.
 METRIC_KEYS = ("uv", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",
@@ -18,6 +18,12 @@ METRIC_KEYS = ("uv", "peak", "counts", "products", "exposure_uv", "click_uv", "c
 #: A reaped node's per-room member set is kept this long, so that a node that
 #: was only paused can revive its members; then it goes.
 NODE_SET_TTL_MS = 10 * 60 * 1000
+
+#: A danmaku's answer is kept this long under its (user, req_id): a retry within it gets the same id.
+DANMAKU_REQ_TTL_S = 300
+
+#: A finished drop's or red packet's keys (ended, nothing left to pay or refund) expire after this.
+FINISHED_TTL_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)

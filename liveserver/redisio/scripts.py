@@ -49,7 +49,9 @@ class _Observed:
 #: The shared helpers (``lua/_<lib>_lib.lua``) each script needs, prepended in this order.
 _LIBS: dict[str, tuple[str, ...]] = {
     "room_create": ("ids",),
-    "danmaku_send": ("ids",),
+    "danmaku_send": ("ids", "gcra"),
+    "ratelimit_take": ("gcra",),
+    "seckill_grab": ("gcra",),
 }
 
 

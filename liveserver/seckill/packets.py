@@ -20,6 +20,7 @@ from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.keyspace import FINISHED_TTL_S
 from ..rooms.service import RoomService, check_int
 from ..settings import Settings
 from ..wire import ID_RE
@@ -31,7 +32,6 @@ __all__ = ["RedPacketService"]
 MAX_TOTAL_CENTS = 10**9
 MAX_COUNT = 10_000
 MAX_RAIN_DROPS = 100
-FINISHED_TTL_S = 7 * 24 * 3600
 _FIELDS = ("id", "room", "total", "count", "claimed_count", "claimed_cents", "refunded", "starts", "expires",
            "lucky_user", "lucky_cents")
 

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..redisio import Keyspace, Scripts
+from ..redisio.keyspace import FINISHED_TTL_S
 from ..tasks import reraise_if_cancelling
 from .packets import RedPacketService
 from .service import SeckillService
@@ -32,7 +33,6 @@ __all__ = ["DropScheduler"]
 log = logging.getLogger(__name__)
 
 EXPIRE_BATCH = 500
-FINISHED_TTL_S = 7 * 24 * 3600
 
 
 class DropScheduler:

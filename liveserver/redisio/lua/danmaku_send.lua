@@ -9,7 +9,7 @@
 -- ARGV[1] user  ARGV[2] name  ARGV[3] text  ARGV[4] prio (0 viewer, 1 host)
 -- ARGV[5] exempt from limits (1 for the room's host and admins)
 -- ARGV[6] user rate/s  ARGV[7] user burst  ARGV[8] room rate/s  ARGV[9] room burst
--- ARGV[10] history length  ARGV[11] channel
+-- ARGV[10] history length  ARGV[11] channel  ARGV[12] how long a req_id's answer is kept (s)
 -- Ids come from KEYS[6] through _ids_lib.lua (they never repeat, even after Redis
 -- loses its last second); the room meta records the instance as 'dm_rid'.
 -- Returns {'ok', seq, ts_ms} or {reason, retry_after_ms}.  Nothing is written
@@ -40,24 +40,14 @@ if ARGV[5] ~= '1' then
     local left = redis.call('PTTL', KEYS[4])
     if left > 0 then return {'slow_mode', left} end
   end
-  -- GCRA for the user, then for the room (see ratelimit_take.lua)
-  local function gcra(key, rate, burst)
-    local interval = 1000 / rate
-    local tat = tonumber(redis.call('GET', key)) or now
-    if tat < now then tat = now end
-    local new_tat = tat + interval
-    if new_tat - interval * burst > now then
-      return nil, math.ceil(new_tat - interval * burst - now)
-    end
-    return new_tat, 0
-  end
+  -- the user's rate, then the room's (_gcra_lib.lua); neither is taken unless both allow
   local wait
-  user_tat, wait = gcra(KEYS[3], tonumber(ARGV[6]), tonumber(ARGV[7]))
+  user_tat, wait = gcra_peek(KEYS[3], tonumber(ARGV[6]), tonumber(ARGV[7]), 1, now)
   if not user_tat then return {'rate_limited', wait} end
-  room_tat, wait = gcra(KEYS[5], tonumber(ARGV[8]), tonumber(ARGV[9]))
+  room_tat, wait = gcra_peek(KEYS[5], tonumber(ARGV[8]), tonumber(ARGV[9]), 1, now)
   if not room_tat then return {'rate_limited', wait} end
-  redis.call('SET', KEYS[3], string.format('%.3f', user_tat), 'PX', math.ceil(user_tat - now) + 1)
-  redis.call('SET', KEYS[5], string.format('%.3f', room_tat), 'PX', math.ceil(room_tat - now) + 1)
+  gcra_commit(KEYS[3], user_tat, now)
+  gcra_commit(KEYS[5], room_tat, now)
   if slow > 0 then
     redis.call('SET', KEYS[4], '1', 'PX', slow * 1000)
   end
@@ -81,6 +71,6 @@ redis.call('PUBLISH', ARGV[11], cmsgpack.pack({
   type = '_dm', id = seq, prev = last, user = ARGV[1], name = ARGV[2], text = ARGV[3], ts_ms = now, prio = prio
 }))
 if KEYS[8] ~= '' then
-  redis.call('SET', KEYS[8], sid .. ':' .. string.format('%d', now), 'EX', 300)
+  redis.call('SET', KEYS[8], sid .. ':' .. string.format('%d', now), 'EX', tonumber(ARGV[12]))
 end
 return {'ok', seq, now}

@@ -26,16 +26,6 @@ local now = now_ms()
 local user_rate, user_burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ip_rate, ip_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local function gcra_ok(key, rate, burst)
-  local interval = 1000 / rate
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  if new_tat - interval * burst > now then return false end
-  redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
-  return true
-end
-
 local sold_before = d.left <= 0
 local left_before = d.left
 local ids_checked = false
@@ -52,8 +42,8 @@ for i = 1, n do
     if refusal ~= '' then answer = refusal
     elseif st == 'countdown' then answer = 'not_started'
     elseif st == 'ended' then answer = 'ended'
-    elseif not gcra_ok(KEYS[9 + 2 * i - 1], user_rate, user_burst) then answer = 'rate_limited'
-    elseif not gcra_ok(KEYS[9 + 2 * i], ip_rate, ip_burst) then answer = 'rate_limited'
+    elseif not gcra_take(KEYS[9 + 2 * i - 1], user_rate, user_burst, now) then answer = 'rate_limited'
+    elseif not gcra_take(KEYS[9 + 2 * i], ip_rate, ip_burst, now) then answer = 'rate_limited'
     -- a user at their limit hears 'limit' whatever the stock: a winner is never told 'sold_out'
     elseif (tonumber(redis.call('HGET', keys.buyers, user)) or 0) + 1 > d.per_user then answer = 'limit'
     elseif d.left <= 0 then answer = 'sold_out'
