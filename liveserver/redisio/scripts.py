@@ -61,6 +61,8 @@ def load_source(name: str) -> str:
     shared helpers are prepended at load time)."""
     lua = resources.files(__package__).joinpath("lua")
     libs = list(_LIBS.get(name, ()))
+    if name in ("presence_beat", "presence_join"):
+        libs.append("presence")
     if name.startswith("seckill_"):
         libs += ["ids", "seckill"]
     elif name.startswith("redpacket_"):
