@@ -39,6 +39,7 @@ from .limits import StrikeCounter, TokenBucket
 from .wire import (
     ClientMessage,
     CloseCode,
+    ErrorCode,
     Hello,
     Ping,
     Protocol,
@@ -132,17 +133,17 @@ class Session:
     async def run(self) -> None:
         try:
             if len(self.node.sessions) > self.node.settings.max_connections:
-                await self._reject(CloseCode.TOO_MANY_CONNECTIONS, "server is full", "too_many_connections")
+                await self._reject(CloseCode.TOO_MANY_CONNECTIONS, "server is full", ErrorCode.TOO_MANY_CONNECTIONS)
                 return
             if await self._handshake():
                 await self._read_loop()
         except Exception:  # a bug: logged, and the client hears it (error frame, 1011), never a silent 1000
             log.exception("WebSocket session of %s failed", self.principal.user if self.principal else self.ip)
-            self.node.metrics.ws_errors.labels(code="internal").inc()
+            self.node.metrics.ws_errors.labels(code=ErrorCode.INTERNAL).inc()
             if self.conn is None:
-                await self._reject(CloseCode.INTERNAL_ERROR, "internal error", "internal")
+                await self._reject(CloseCode.INTERNAL_ERROR, "internal error", ErrorCode.INTERNAL)
             elif not self.conn.closing:
-                self.conn.send(error_message("internal", "internal error"))
+                self.conn.send(error_message(ErrorCode.INTERNAL, "internal error"))
                 self.conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._teardown()
@@ -176,7 +177,7 @@ class Session:
         try:
             msg = await self.ws.receive(timeout=s.hello_timeout_s)
         except asyncio.TimeoutError:
-            await self._reject(CloseCode.UNAUTHORIZED, f"no hello within {s.hello_timeout_s:g} s", "unauthorized")
+            await self._reject(CloseCode.UNAUTHORIZED, f"no hello within {s.hello_timeout_s:g} s", ErrorCode.UNAUTHORIZED)
             return False
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or node.draining:
             return False
@@ -187,32 +188,32 @@ class Session:
                                exc.code, exc.req_id)
             return False
         if not isinstance(hello, Hello):
-            await self._reject(CloseCode.UNAUTHORIZED, "the first message must be hello", "unauthorized",
+            await self._reject(CloseCode.UNAUTHORIZED, "the first message must be hello", ErrorCode.UNAUTHORIZED,
                                getattr(hello, "req_id", None))
             return False
         try:
             principal = verify_token(hello.token, s.secret)
         except TokenError as exc:
-            await self._reject(CloseCode.UNAUTHORIZED, exc.message, "unauthorized", hello.req_id)
+            await self._reject(CloseCode.UNAUTHORIZED, exc.message, ErrorCode.UNAUTHORIZED, hello.req_id)
             return False
         self.principal = principal
         if not node.hub.reserve_user(principal.user, s.max_connections_per_user):
             await self._reject(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user",
-                               "too_many_connections", hello.req_id)
+                               ErrorCode.TOO_MANY_CONNECTIONS, hello.req_id)
             return False
         self._slot = principal.user
         try:
             room, ban_ms = await node.rooms.find_for(hello.room, principal.user)
         except _REDIS_DOWN as exc:
             log.warning("hello failed, Redis unavailable: %s", exc)
-            await self._reject(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry", "unavailable", hello.req_id)
+            await self._reject(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry", ErrorCode.UNAVAILABLE, hello.req_id)
             return False
         if room is None:
-            await self._reject(CloseCode.ROOM_NOT_FOUND, f"room {hello.room} not found", "not_found", hello.req_id)
+            await self._reject(CloseCode.ROOM_NOT_FOUND, f"room {hello.room} not found", ErrorCode.NOT_FOUND, hello.req_id)
             return False
         is_host = principal.may_run(room.host)
         if self._banned(ban_ms, is_host):
-            await self._reject(CloseCode.FORBIDDEN, "you are banned from this room", "forbidden", hello.req_id)
+            await self._reject(CloseCode.FORBIDDEN, "you are banned from this room", ErrorCode.FORBIDDEN, hello.req_id)
             return False
 
         conn = Connection(ws=self.ws, principal=principal, room=room.room_id, protocol=self.protocol,
@@ -233,15 +234,15 @@ class Session:
             pinned = await node.rooms.product(room.room_id, state.room.pinned) if state.room and state.room.pinned else None
         except _REDIS_DOWN as exc:
             log.warning("join failed, Redis unavailable: %s", exc)
-            conn.send_first(error_message("unavailable", "service unavailable, retry", req_id=hello.req_id))
+            conn.send_first(error_message(ErrorCode.UNAVAILABLE, "service unavailable, retry", req_id=hello.req_id))
             conn.close(CloseCode.TRY_AGAIN_LATER, "service unavailable, retry")
             return False
         if state.room is None:  # the room's keys expired while we joined
-            conn.send_first(error_message("not_found", f"room {hello.room} not found", req_id=hello.req_id))
+            conn.send_first(error_message(ErrorCode.NOT_FOUND, f"room {hello.room} not found", req_id=hello.req_id))
             conn.close(CloseCode.ROOM_NOT_FOUND, f"room {hello.room} not found")
             return False
         if self._banned(state.ban_ms, is_host):  # banned while we subscribed
-            conn.send_first(error_message("forbidden", "you are banned from this room", req_id=hello.req_id))
+            conn.send_first(error_message(ErrorCode.FORBIDDEN, "you are banned from this room", req_id=hello.req_id))
             conn.close(CloseCode.FORBIDDEN, "you are banned from this room")
             return False
         welcome = self._welcome(state, online, hello, pinned.public() if pinned else None)
@@ -302,9 +303,9 @@ class Session:
             now = time.monotonic()
             try:
                 if size > max_bytes:
-                    raise WireError("frame_too_large", f"frames are limited to {max_bytes} bytes")
+                    raise WireError(ErrorCode.FRAME_TOO_LARGE, f"frames are limited to {max_bytes} bytes")
                 if not self._bucket.take(now):
-                    raise WireError("rate_limited", f"more than {s.client_msg_rate:g} messages a second")
+                    raise WireError(ErrorCode.RATE_LIMITED, f"more than {s.client_msg_rate:g} messages a second")
                 parsed = parse_client_message(decode(data, self.protocol))
             except WireError as exc:
                 if self._strike(exc, now):
@@ -337,12 +338,12 @@ class Session:
             self.reply({"type": "pong", "t": msg.t, "server_time_ms": self.node.clock.now_ms()}, msg.req_id)
             return
         if isinstance(msg, Hello):
-            self.reply_error(error_message("already_joined", "this connection has joined a room already", req_id=msg.req_id))
+            self.reply_error(error_message(ErrorCode.ALREADY_JOINED, "this connection has joined a room already", req_id=msg.req_id))
             return
         handler = self.node.commands.get(type(msg))
         req_id = getattr(msg, "req_id", None)
         if handler is None:
-            self.reply_error(error_message("unsupported", "this server does not handle that message yet", req_id=req_id))
+            self.reply_error(error_message(ErrorCode.UNSUPPORTED, "this server does not handle that message yet", req_id=req_id))
             return
         try:
             await handler(self, msg)
@@ -351,10 +352,10 @@ class Session:
         except _REDIS_DOWN as exc:
             log.warning("command %s failed, Redis unavailable: %s", type(msg).__name__, exc)
             self.node.metrics.redis_errors.labels(where="ws").inc()
-            self.reply_error(error_message("unavailable", "service unavailable, retry", req_id=req_id))
+            self.reply_error(error_message(ErrorCode.UNAVAILABLE, "service unavailable, retry", req_id=req_id))
         except Exception:
             log.exception("command %s failed", type(msg).__name__)
-            self.reply_error(error_message("internal", "internal error", req_id=req_id))
+            self.reply_error(error_message(ErrorCode.INTERNAL, "internal error", req_id=req_id))
 
     # -- replies -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import msgpack
 __all__ = [
     "ID_RE",
     "CloseCode",
+    "ErrorCode",
     "Protocol",
     "WireError",
     "ClientMessage",
@@ -90,6 +91,25 @@ class CloseCode(enum.IntEnum):
     ROOM_NOT_FOUND = 4004
     POLICY = 4008  # slow consumer, oversized frame, or too many malformed frames
     TOO_MANY_CONNECTIONS = 4029
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` frame (docs/protocol.md, section 3, "error codes").  The HTTP
+    API's codes (``errors.py``) share the names where they mean the same thing."""
+
+    BAD_FRAME = "bad_frame"  # not JSON / msgpack, the wrong kind of frame, a non-string key
+    FRAME_TOO_LARGE = "frame_too_large"
+    RATE_LIMITED = "rate_limited"
+    INVALID = "invalid"  # a field is missing or wrong (``field`` names it)
+    UNKNOWN_TYPE = "unknown_type"
+    UNSUPPORTED = "unsupported"  # a known type this server does not handle
+    ALREADY_JOINED = "already_joined"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    UNAVAILABLE = "unavailable"  # Redis did not answer: retry with the same req_id
+    INTERNAL = "internal"  # a bug (logged)
 
 
 class WireError(Exception):
@@ -214,18 +234,18 @@ def surrogate_error(obj: dict[str, Any], where: str) -> WireError:
         req_id = None
     field = where or None
     named = f"'{where}'" if where else "a string"
-    return WireError("invalid", f"{named} is not valid Unicode (a lone surrogate)", req_id=req_id, field=field)
+    return WireError(ErrorCode.INVALID, f"{named} is not valid Unicode (a lone surrogate)", req_id=req_id, field=field)
 
 
 def decode(payload: str | bytes, protocol: Protocol) -> dict[str, Any]:
     """Decode one frame into a map.  Raises :class:`WireError` (``bad_frame``)."""
     if protocol is Protocol.JSON:
         if not isinstance(payload, str):
-            raise WireError("bad_frame", "this connection speaks liveserver.v1.json: send text frames")
+            raise WireError(ErrorCode.BAD_FRAME, "this connection speaks liveserver.v1.json: send text frames")
         try:
             obj = json.loads(payload, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
-            raise WireError("bad_frame", f"not valid JSON: {exc}") from None
+            raise WireError(ErrorCode.BAD_FRAME, f"not valid JSON: {exc}") from None
         if _SURROGATE_ESCAPE.search(payload) and isinstance(obj, dict):
             where = find_surrogate(obj)
             if where is not None:
@@ -238,11 +258,11 @@ def decode(payload: str | bytes, protocol: Protocol) -> dict[str, Any]:
         try:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
         except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
-            raise WireError("bad_frame", f"not valid msgpack: {exc}") from None
+            raise WireError(ErrorCode.BAD_FRAME, f"not valid msgpack: {exc}") from None
     if not isinstance(obj, dict):
-        raise WireError("bad_frame", "a message must be a map with a 'type'")
+        raise WireError(ErrorCode.BAD_FRAME, "a message must be a map with a 'type'")
     if not all(isinstance(k, str) for k in obj):
-        raise WireError("bad_frame", "map keys must be strings")
+        raise WireError(ErrorCode.BAD_FRAME, "map keys must be strings")
     return obj
 
 
@@ -318,7 +338,7 @@ class _Fields:
         self.req_id = req_id
 
     def fail(self, name: str, message: str) -> WireError:
-        return WireError("invalid", message, req_id=self.req_id, field=name)
+        return WireError(ErrorCode.INVALID, message, req_id=self.req_id, field=name)
 
     def id(self, name: str, *, required: bool = True) -> str | None:
         value = self.obj.get(name)
@@ -350,7 +370,7 @@ def _req_id(obj: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_REQ_ID:
-        raise WireError("invalid", f"'req_id' must be a string of 1-{MAX_REQ_ID} characters", field="req_id")
+        raise WireError(ErrorCode.INVALID, f"'req_id' must be a string of 1-{MAX_REQ_ID} characters", field="req_id")
     return value
 
 
@@ -426,8 +446,8 @@ def parse_client_message(obj: dict[str, Any]) -> ClientMessage:
     req_id = _req_id(obj)
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise WireError("invalid", "a message needs a string 'type'", req_id=req_id, field="type")
+        raise WireError(ErrorCode.INVALID, "a message needs a string 'type'", req_id=req_id, field="type")
     parser = _PARSERS.get(kind)
     if parser is None:
-        raise WireError("unknown_type", f"unknown message type {kind[:32]!r}", req_id=req_id, field="type")
+        raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:32]!r}", req_id=req_id, field="type")
     return parser(_Fields(obj, req_id))
