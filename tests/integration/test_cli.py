@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -67,6 +68,19 @@ def wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 20) ->
             pass
         time.sleep(0.05)
     raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``liveserver serve --dev`` on a free port, its embedded Redis in a temporary directory."""
+    port = free_port()
+    proc = spawn("--dev", "--port", str(port), "--log-level", "WARNING",
+                 "--data-dir", str(tmp_path_factory.mktemp("dev") / "data"))
+    try:
+        wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        finish(proc)
 
 
 def one_error_line(stderr: str) -> str:

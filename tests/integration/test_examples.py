@@ -7,29 +7,15 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ..conftest import free_port
-from .test_cli import finish, spawn, wait_healthy
+from .test_cli import dev_server  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "sdk_quickstart.py"
-
-
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``liveserver serve --dev`` on a free port, its embedded Redis in a temporary directory."""
-    port = free_port()
-    proc = spawn("--dev", "--port", str(port), "--log-level", "WARNING",
-                 "--data-dir", str(tmp_path_factory.mktemp("dev") / "data"))
-    try:
-        wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        finish(proc)
 
 
 def run_example(*args: str) -> subprocess.CompletedProcess[str]:

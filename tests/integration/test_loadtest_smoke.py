@@ -12,13 +12,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..conftest import free_port
-from .test_cli import finish, spawn, wait_healthy
+from .test_cli import dev_server  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,19 +30,6 @@ def without(modules: list[str], code: str) -> list[str]:
     """``-c`` arguments that run ``code`` as if ``modules`` were not installed (no import finds them)."""
     hide = "".join(f"sys.modules[{m!r}] = None; " for m in modules)
     return ["-c", f"import sys, runpy; {hide}{code}"]
-
-
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``liveserver serve --dev`` on a free port, its embedded Redis in a temporary directory."""
-    port = free_port()
-    proc = spawn("--dev", "--port", str(port), "--log-level", "WARNING",
-                 "--data-dir", str(tmp_path_factory.mktemp("dev") / "data"))
-    try:
-        wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        finish(proc)
 
 
 # -- the extras, said up front ---------------------------------------------------------------------
