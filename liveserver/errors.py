@@ -8,6 +8,7 @@ WebSocket gateway into ``error`` frames.
 from __future__ import annotations
 
 __all__ = [
+    "HTTP_CODES",
     "ApiError",
     "BadRequest",
     "Conflict",
@@ -18,6 +19,29 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
 ]
+
+
+#: The contract's error code for an HTTP status that arrives without one (aiohttp's own 4xx).
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
+    """``{"error": {"code", "message", "field"?}}``: every HTTP error's body."""
+    err: dict[str, object] = {"code": code, "message": message}
+    if field is not None:
+        err["field"] = field
+    return {"error": err}
 
 
 class ApiError(Exception):
@@ -32,10 +56,7 @@ class ApiError(Exception):
         self.field = field
 
     def body(self) -> dict[str, object]:
-        err: dict[str, object] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            err["field"] = self.field
-        return {"error": err}
+        return error_body(self.code, self.message, self.field)
 
 
 class BadRequest(ApiError):

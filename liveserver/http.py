@@ -16,26 +16,13 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from .auth import Principal, Role, bearer_token, verify_token
-from .errors import ApiError, BadRequest, Forbidden, Invalid, RateLimited
+from .errors import HTTP_CODES, ApiError, BadRequest, Forbidden, Invalid, RateLimited, error_body
 from .keys import NODE
 from .wire import find_surrogate
 
 __all__ = ["error_middleware", "json_response", "principal", "read_json", "require_admin", "writer_principal"]
 
 log = logging.getLogger(__name__)
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    422: "invalid",
-    429: "rate_limited",
-}
 
 _PRINCIPAL = web.RequestKey("principal", Principal)
 
@@ -45,10 +32,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def _error(status: int, code: str, message: str, field: str | None = None, headers: Any = None) -> web.Response:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        err["field"] = field
-    return json_response({"error": err}, status=status, headers=headers)
+    return json_response(error_body(code, message, field), status=status, headers=headers)
 
 
 @web.middleware
@@ -65,7 +49,7 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "bad_request")
+        code = HTTP_CODES.get(exc.status, "bad_request")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
         response = _error(exc.status, code, exc.reason, headers=headers or None)
     except (RedisError, ConnectionError, TimeoutError) as exc:

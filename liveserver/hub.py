@@ -154,12 +154,12 @@ class Connection:
         if n == 0 and self._writer is not None and not self._protocol.writing_paused:
             transport = self._transport
             if transport.is_closing():  # the peer went away and the reader has not noticed yet
-                self._lost()
+                self.abort()
                 return False
             try:
                 transport.write(frame)
             except (ConnectionError, RuntimeError):  # uvloop raises on a transport that closed under us
-                self._lost()
+                self.abort()
                 return False
             self._stats.frames_sent += 1
             self._full_since = None
@@ -182,12 +182,6 @@ class Connection:
         if n == 0:
             self._wakeup.set()
         return True
-
-    def _lost(self) -> None:
-        """The socket closed under us: every later write is a no-op; the reader side ends the session."""
-        self.closing = True
-        self._queue.clear()
-        self._stop_writer()
 
     def _stop_writer(self) -> None:
         """Nothing more can be written: stop the writer (unless it is the caller) and count the
@@ -260,7 +254,8 @@ class Connection:
             self.abort()
 
     def abort(self) -> None:
-        """Drop the TCP connection at once."""
+        """Drop the TCP connection at once (also when it closed under us): every later write is a
+        no-op, and the reader side ends the session."""
         self.closing = True
         with contextlib.suppress(Exception):
             self._transport.abort()

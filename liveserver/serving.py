@@ -36,13 +36,13 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from .errors import HTTP_CODES, error_body
 from .settings import Settings
 
 __all__ = ["GuardedSite", "LogLimiter", "ssl_context", "start_site"]
 
 log = logging.getLogger(__name__)
 
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large", 431: "bad_request"}
 
 
 @dataclass(slots=True)
@@ -143,10 +143,10 @@ class GuardedRequestHandler(RequestHandler):
             text = (message or getattr(exc, "message", None) or "malformed request")[:300]
             if held is not None:
                 log.warning("malformed request from %s: %s (%d more like it not logged)", request.remote, text, held)
-            code = _CODES.get(status, "bad_request")
+            code = HTTP_CODES.get(status, "bad_request")
         if request.writer.output_size > 0:
             raise ConnectionError("the response has begun: no error response can follow")
-        body = json.dumps({"error": {"code": code, "message": text}}, ensure_ascii=False)
+        body = json.dumps(error_body(code, text), ensure_ascii=False)
         resp = web.Response(status=status, text=body, content_type="application/json")
         resp.force_close()
         return resp

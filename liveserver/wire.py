@@ -229,8 +229,11 @@ def find_surrogate(obj: dict[str, Any]) -> str | None:
 def surrogate_error(obj: dict[str, Any], where: str) -> WireError:
     """The ``invalid`` error for a map with a lone surrogate under ``where``; it echoes the
     ``req_id`` when that is a clean string."""
-    req_id = obj.get("req_id")
-    if not isinstance(req_id, str) or not 1 <= len(req_id) <= MAX_REQ_ID or _SURROGATE.search(req_id):
+    try:
+        req_id = _req_id(obj)
+    except WireError:
+        req_id = None
+    if req_id is not None and _SURROGATE.search(req_id):
         req_id = None
     field = where or None
     named = f"'{where}'" if where else "a string"

@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MasterDownError,
+    MovedError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,16 +43,17 @@ class GrabRequest:
 UNKNOWN_OUTCOME: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, RedisConnectionError,
                                                     RedisTimeoutError, ReadOnlyError)
 
-#: Error replies that speak of Redis's state, not of one grab (out of memory, busy with a script,
-#: loading, a cluster reconfiguring, a master without replicas): splitting would only repeat them.
-_STATE_ERRORS = ("OOM", "BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "NOREPLICAS",
-                 "MOVED", "ASK")
+#: Error replies that speak of Redis's state, not of one grab: splitting would only repeat them.
+#: redis-py turns most into classes (out of memory, a cluster reconfiguring, a master down; a
+#: replica during a failover, in UNKNOWN_OUTCOME); these two come as a plain ResponseError.
+_STATE_ERRORS = (OutOfMemoryError, ClusterDownError, TryAgainError, MasterDownError, MovedError, AskError)
+_STATE_PREFIXES = ("BUSY ", "NOREPLICAS ")
 
 
 def unknown_outcome(exc: BaseException) -> bool:
     """Whether ``exc`` says nothing about the grabs of the batch it failed (fail it whole)."""
-    return isinstance(exc, UNKNOWN_OUTCOME) or (
-        isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0].upper().startswith(_STATE_ERRORS)
+    return isinstance(exc, (*UNKNOWN_OUTCOME, *_STATE_ERRORS)) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(_STATE_PREFIXES)
     )
 
 
