@@ -82,3 +82,17 @@ async def test_a_stopping_batcher_settles_every_grab() -> None:
     await batcher.close()
     results = await asyncio.wait_for(pending, 2)
     assert all(isinstance(r, ConnectionError) for r in results)
+
+
+def test_redis_state_errors_are_known_by_their_classes() -> None:
+    from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
+
+    from liveserver.seckill.batcher import unknown_outcome
+
+    # redis-py strips the reply's prefix for these: the class is what tells
+    for exc in (OutOfMemoryError("command not allowed"), ClusterDownError("The cluster is down"),
+                TryAgainError("Multiple keys request during rehashing"), ReadOnlyError("read only replica"),
+                ResponseError("NOREPLICAS Not enough good replicas to write."), RedisConnectionError("gone")):
+        assert unknown_outcome(exc), exc
+    assert not unknown_outcome(ResponseError("user_script:12: attempt to compare nil with number"))
+    assert not unknown_outcome(DataError("Invalid input of type: 'dict'"))
