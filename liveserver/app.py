@@ -1,10 +1,12 @@
 """The application factory.
 
 ``create_app(settings)`` returns a ``web.Application`` whose ``cleanup_ctx``
-opens Redis, builds the node (hub, broker, presence) and closes them in the
-reverse order; ``on_shutdown`` drains the WebSockets with 1012.  Shutdown,
-step by step (aiohttp's runner): stop listening -> drain sockets ->
-wait for handlers -> stop background tasks, leave presence -> close Redis.
+opens Redis, builds the node's services (services.py) and the ``/ws`` gateway,
+and closes them in the reverse order; ``on_shutdown`` drains the WebSockets
+with 1012.  Every route and every WebSocket command is registered here, from the
+``api`` module of the package that handles it.  Shutdown, step by step
+(aiohttp's runner): stop listening -> drain sockets -> wait for handlers ->
+stop background tasks, leave presence -> close Redis.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from aiohttp import web
 
 from . import api
 from .danmaku import api as danmaku_api
-from .gateway import websocket_handler
+from .gateway import Command, Gateway
 from .http import error_middleware
-from .keys import NODE, SETTINGS
+from .keys import GATEWAY, SERVICES, SETTINGS
 from .metrics import api as metrics_api
-from .node import Node
 from .pages import add_pages
 from .redisio import check_reachable, describe_url
 from .rooms import api as rooms_api
 from .seckill import api as seckill_api
+from .services import connect_services
 from .settings import Settings
 
 __all__ = ["create_app"]
@@ -32,24 +34,33 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-async def _node_ctx(app: web.Application) -> AsyncIterator[None]:
+#: every WebSocket command, by message class, from the packages that handle them
+COMMANDS: dict[type, Command] = {**danmaku_api.commands, **seckill_api.commands, **metrics_api.commands}
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    node = Node.connect(settings)
+    services = connect_services(settings)
     try:
-        await check_reachable(node.redis)
+        await check_reachable(services.redis)
     except ConnectionError as exc:
-        await node.redis.aclose()
+        await services.redis.aclose()
         raise ConnectionError(f"cannot reach Redis at {describe_url(settings.redis_url or '')}: {exc}") from None
-    app[NODE] = node
+    app[SERVICES] = services
+    app[GATEWAY] = Gateway(services, COMMANDS)
     try:
-        await node.start()
+        await services.start()
         yield
     finally:
-        await node.stop()
+        await services.stop()
 
 
 async def _drain(app: web.Application) -> None:
-    await app[NODE].drain()
+    await app[GATEWAY].drain()
+
+
+async def _websocket(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].handle(request)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -58,9 +69,9 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError("create_app needs settings.redis_url (the CLI starts an embedded Redis)")
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.http_max_body_bytes)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_node_ctx)
+    app.cleanup_ctx.append(_services_ctx)
     app.on_shutdown.append(_drain)
-    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/ws", _websocket)
     app.router.add_routes(api.routes)
     app.router.add_routes(rooms_api.routes)
     app.router.add_routes(danmaku_api.routes)

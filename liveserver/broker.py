@@ -38,26 +38,28 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[str, dict[str, Any], bytes], None]
 
 
+def _not_started(room: str, msg: dict[str, Any], payload: bytes) -> None:
+    raise RuntimeError("the broker delivers only once started")
+
+
 class Broker:
-    """Room pub/sub for one node.  ``deliver(room, msg, payload)`` receives each message."""
+    """Room pub/sub for one node: :meth:`start` names who receives each message."""
 
     def __init__(
         self,
         publisher: Any,
         subscriber: Redis,
         keyspace: Keyspace,
-        deliver: Deliver,
         *,
         is_wanted: Callable[[str], bool],
-        on_subscribed: Callable[[str], None] | None = None,
         unsubscribe_delay_s: float = 5.0,
     ) -> None:
         self._publisher = publisher
         self._subscriber = subscriber
         self._keys = keyspace
-        self._deliver = deliver
+        self._deliver: Deliver = _not_started
         self._is_wanted = is_wanted
-        self._on_subscribed = on_subscribed
+        self._on_subscribed: Callable[[str], None] | None = None
         self._pubsub = subscriber.pubsub()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._release_timers: dict[str, asyncio.TimerHandle] = {}
@@ -71,8 +73,12 @@ class Broker:
         self.last_error = ""
         self.confirm_timeout_s = 5.0
 
-    async def start(self) -> None:
-        """Subscribe the node-wide channel and start reading."""
+    async def start(self, deliver: Deliver, on_subscribed: Callable[[str], None] | None = None) -> None:
+        """Subscribe the node-wide channel and start reading: ``deliver(room, msg, payload)``
+        gets every message (``room`` is ``""`` on the node-wide channel); ``on_subscribed(room)``
+        runs whenever a room's channel is (re)subscribed."""
+        self._deliver = deliver
+        self._on_subscribed = on_subscribed
         await self.subscribe_channel(self._keys.nodes_channel, start_reader=True)
 
     async def close(self) -> None:

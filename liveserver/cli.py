@@ -96,7 +96,7 @@ def _run(coro: Any) -> int:
 async def _serve(settings: Settings, sock: socket.socket) -> int:
     from .app import create_app
     from .dev import seed_demo
-    from .keys import NODE
+    from .keys import SERVICES
     from .serving import start_site
 
     app = create_app(settings)
@@ -108,7 +108,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
         sock.close()
         return _fail(str(exc), EXIT_RUNTIME)
     try:
-        await start_site(runner, sock, settings, app[NODE].guard)
+        await start_site(runner, sock, settings, app[SERVICES].guard)
     except (OSError, ssl.SSLError) as exc:
         await runner.cleanup()
         return _fail(f"cannot serve TLS with {settings.tls_cert} and {settings.tls_key}: {exc}", EXIT_CONFIG)
@@ -118,7 +118,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
     log.info("listening on %s://%s:%d (WebSocket: %s://%s:%d/ws)%s", http, shown, port, ws, shown, port,
              f", TLS {settings.tls_min}+" if settings.tls_cert else "")
     if settings.dev:
-        await seed_demo(app[NODE], f"{http}://{shown}:{port}")
+        await seed_demo(app[SERVICES], f"{http}://{shown}:{port}")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

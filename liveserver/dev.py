@@ -8,7 +8,7 @@ import shlex
 
 from .auth import Principal, Role, mint_token
 from .errors import ApiError
-from .node import Node
+from .services import Services
 
 __all__ = ["seed_demo"]
 
@@ -23,20 +23,20 @@ _PRODUCTS = [
 ]
 
 
-async def seed_demo(node: Node, base_url: str) -> None:
+async def seed_demo(services: Services, base_url: str) -> None:
     """Create (or keep) the live demo room and log how to join it: commands that work as printed."""
-    secret = node.settings.secret
+    secret = services.settings.secret
     host = Principal(user=DEMO_HOST, role=Role.HOST, name="Demo host", exp=0)
     try:
-        await node.rooms.create(host, {"room_id": DEMO_ROOM, "title": "Demo live room"})
+        await services.rooms.create(host, {"room_id": DEMO_ROOM, "title": "Demo live room"})
         for pid, title, price in _PRODUCTS:
-            await node.rooms.put_product(DEMO_ROOM, pid, host, {"title": title, "price_cents": price})
-        await node.rooms.start(DEMO_ROOM, host)
+            await services.rooms.put_product(DEMO_ROOM, pid, host, {"title": title, "price_cents": price})
+        await services.rooms.start(DEMO_ROOM, host)
     except ApiError as exc:  # an ended demo room from an earlier run, or another host's "demo"
         log.warning("demo room not set up: %s", exc.message)
         return
-    host_token = mint_token(secret, DEMO_HOST, Role.HOST, name="Demo host", ttl_s=node.settings.dev_token_ttl_s)
-    viewer_token = mint_token(secret, "demo-viewer", Role.VIEWER, name="Viewer", ttl_s=node.settings.dev_token_ttl_s)
+    host_token = mint_token(secret, DEMO_HOST, Role.HOST, name="Demo host", ttl_s=services.settings.dev_token_ttl_s)
+    viewer_token = mint_token(secret, "demo-viewer", Role.VIEWER, name="Viewer", ttl_s=services.settings.dev_token_ttl_s)
     for line in demo_lines(base_url, host_token, viewer_token, secret_from_env=_secret_from_env(secret)):
         log.info("%s", line)
 

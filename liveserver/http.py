@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from .auth import Principal, Role, bearer_token, verify_token
 from .errors import HTTP_CODES, ApiError, BadRequest, Forbidden, Invalid, RateLimited, error_body
-from .keys import NODE
+from .keys import SERVICES
 from .wire import find_surrogate
 
 __all__ = ["error_middleware", "json_response", "principal", "read_json", "require_admin", "writer_principal"]
@@ -54,14 +54,14 @@ async def error_middleware(
         response = _error(exc.status, code, exc.reason, headers=headers or None)
     except (RedisError, ConnectionError, TimeoutError) as exc:
         log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
-        request.app[NODE].metrics.redis_errors.labels(where="http").inc()
+        request.app[SERVICES].metrics.redis_errors.labels(where="http").inc()
         response = _error(503, "unavailable", "service unavailable, retry")
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         response = _error(500, "internal", "internal error")
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
-    request.app[NODE].metrics.http_requests.labels(request.method, name, str(response.status)).inc()
+    request.app[SERVICES].metrics.http_requests.labels(request.method, name, str(response.status)).inc()
     return response
 
 
@@ -69,7 +69,7 @@ def principal(request: web.Request) -> Principal:
     """The caller, from ``Authorization: Bearer <token>`` (401 if missing or bad)."""
     cached = request.get(_PRINCIPAL)
     if cached is None:
-        cached = verify_token(bearer_token(request.headers.get("Authorization")), request.app[NODE].settings.secret)
+        cached = verify_token(bearer_token(request.headers.get("Authorization")), request.app[SERVICES].settings.secret)
         request[_PRINCIPAL] = cached
     return cached
 
@@ -87,10 +87,10 @@ async def writer_principal(request: web.Request) -> Principal:
     services, are not)."""
     who = principal(request)
     if who.role is not Role.ADMIN:
-        node = request.app[NODE]
-        s = node.settings
-        allowed, retry_ms = await node.scripts.ratelimit_take(
-            keys=[node.keys.rate("http", who.user)], args=[s.http_write_rate, s.http_write_burst, 1]
+        services = request.app[SERVICES]
+        s = services.settings
+        allowed, retry_ms = await services.scripts.ratelimit_take(
+            keys=[services.keys.rate("http", who.user)], args=[s.http_write_rate, s.http_write_burst, 1]
         )
         if not int(allowed):
             raise RateLimited(f"more than {s.http_write_rate:g} requests a second", retry_after_s=int(retry_ms) / 1000)

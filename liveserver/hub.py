@@ -6,15 +6,10 @@ connection's bounded queue without awaiting any socket.  One writer task per
 connection drains its queue.  (python-websockets' broadcast model: encode
 once, no backpressure in the loop, a queue per client, disconnect the laggard.)
 
-Queue policy, per connection:
-
-- droppable frames (``danmaku``, ``likes``, ``presence``) are only queued
-  while the queue holds fewer than ``droppable_queue_frames``; past that they
-  are dropped and counted;
-- control frames are always queued, up to ``send_queue_frames``; one more
-  closes the connection with 4008;
-- a queue that stays at the droppable limit for ``slow_consumer_timeout_s``
-  closes the connection with 4008.
+What a connection does with a frame it cannot write at once (drop it, queue it,
+or close as a slow consumer with 4008) is the send queue's policy
+(sendqueue.py); a :class:`Connection` is the I/O shell around it: it writes
+to the transport when nothing waits, and its writer task drains the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .auth import Principal
+from .sendqueue import Closing, Push, SendQueue
 from .wire import DROPPABLE_TYPES, CloseCode, Protocol, close_reason, encode_frame, frame
 
 __all__ = ["Connection", "Hub", "QueueLimits", "HubStats"]
@@ -59,16 +54,6 @@ class HubStats:
     delivery_errors: int = 0  # a connection that failed an enqueue (a bug): logged, aborted, the others served
 
 
-class _Close:
-    """A queue entry that tells the writer to flush and close."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-
 class Connection:
     """One WebSocket as the hub sees it: who, which room, a bounded queue, a writer."""
 
@@ -85,13 +70,9 @@ class Connection:
         "_writer",
         "_transport",
         "_protocol",
-        "_full_since",
         "closing",
         "closed",
-        "dropped",
-        "ready",
-        "dm_seq",
-        "backlog",
+        "dm",
         "__weakref__",
     )
 
@@ -117,18 +98,14 @@ class Connection:
         self.is_host = is_host
         self._limits = limits
         self._stats = stats
-        self._queue: deque[Frame | _Close] = deque()
+        self._queue = SendQueue(limits.send_queue_frames, limits.droppable_queue_frames,
+                                limits.slow_consumer_timeout_s)
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._full_since: float | None = None
         self.closing = False
         self.closed = asyncio.Event()
-        self.dropped = 0
-        #: welcomed: gets danmaku ticks (until then, they collect in ``backlog``)
-        self.ready = False
-        #: the last danmaku seq this connection was given or skipped (danmaku/fanout.py)
-        self.dm_seq = 0
-        self.backlog: list[dict[str, Any]] | None = []
+        #: the danmaku fan-out's cursor for this connection (danmaku/fanout.py ``Cursor``), its own to set
+        self.dm: Any = None
 
     @property
     def user(self) -> str:
@@ -138,20 +115,24 @@ class Connection:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def dropped(self) -> int:
+        """Droppable frames this connection did not get."""
+        return self._queue.dropped
+
     # -- enqueue (never awaits) ------------------------------------------------
 
     def enqueue(self, frame: Frame, droppable: bool = False) -> bool:
         """Send or queue one complete frame.  Returns False if it was dropped or the connection closes.
 
         When nothing is queued and the socket is not backpressured, the frame
-        goes straight to the transport (no task switch); otherwise it waits in
-        the queue for the writer task.
+        goes straight to the transport (no task switch); otherwise the send
+        queue's policy decides (sendqueue.py) and the writer task drains it.
         """
         if self.closing:
             return False
         queue = self._queue
-        n = len(queue)
-        if n == 0 and self._writer is not None and not self._protocol.writing_paused:
+        if not queue and self._writer is not None and not self._protocol.writing_paused:
             transport = self._transport
             if transport.is_closing():  # the peer went away and the reader has not noticed yet
                 self.abort()
@@ -162,26 +143,19 @@ class Connection:
                 self.abort()
                 return False
             self._stats.frames_sent += 1
-            self._full_since = None
+            queue.wrote()
+            return True
+        pushed = queue.push(frame, droppable, time.monotonic() if droppable else 0.0)
+        if pushed is Push.WAKE:
+            self._wakeup.set()
+            return True
+        if pushed is Push.QUEUED:
             return True
         if droppable:
-            if n >= self._limits.droppable_queue_frames:
-                self.dropped += 1
-                self._stats.frames_dropped += 1
-                now = time.monotonic()
-                if self._full_since is None:
-                    self._full_since = now
-                elif now - self._full_since > self._limits.slow_consumer_timeout_s:
-                    self.close_slow()
-                return False
-            self._full_since = None
-        elif n >= self._limits.send_queue_frames:
+            self._stats.frames_dropped += 1
+        if pushed is Push.CLOSE:
             self.close_slow()
-            return False
-        queue.append(frame)
-        if n == 0:
-            self._wakeup.set()
-        return True
+        return False
 
     def _stop_writer(self) -> None:
         """Nothing more can be written: stop the writer (unless it is the caller) and count the
@@ -198,7 +172,7 @@ class Connection:
     def send_first(self, msg: dict[str, Any], *frames: Frame) -> None:
         """Put ``msg`` (the ``welcome``) and then ``frames`` ahead of everything queued
         while the connection joined, then start writing."""
-        self._queue.extendleft(reversed([encode_frame(msg, self.protocol), *frames]))
+        self._queue.push_first([encode_frame(msg, self.protocol), *frames])
         self._wakeup.set()
         self.start()
 
@@ -232,17 +206,17 @@ class Connection:
                 if protocol.writing_paused:
                     await self._drain()
                     continue
-                frame = queue.popleft()
-                if type(frame) is bytes:
-                    transport.write(frame)
+                entry = queue.pop()
+                if type(entry) is bytes:
+                    transport.write(entry)
                     stats.frames_sent += 1
-                else:
-                    await self._close_ws(frame.code, frame.reason)  # type: ignore[union-attr]
+                elif isinstance(entry, Closing):
+                    await self._close_ws(entry.code, entry.reason)
                     break
         except (ConnectionError, RuntimeError):
             # the peer went away (or the socket closed under us): the reader side ends the session
             self.closing = True
-            self._queue.clear()
+            queue.clear()
         self.closed.set()
 
     async def _close_ws(self, code: int, reason: str) -> None:
@@ -269,7 +243,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
-        self._queue.append(_Close(code, reason))
+        self._queue.close(code, reason)
         self._wakeup.set()
         self.start()
 

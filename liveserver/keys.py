@@ -7,10 +7,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .gateway import Gateway
+    from .services import Services
     from .settings import Settings
 
-__all__ = ["NODE", "SETTINGS"]
+__all__ = ["GATEWAY", "SERVICES", "SETTINGS"]
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
-NODE: web.AppKey[Node] = web.AppKey("node")
+#: the node's services (services.py), set while the app runs (``cleanup_ctx``)
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+#: the ``/ws`` endpoint: its sessions, commands and drain (gateway.py)
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")

@@ -4,13 +4,13 @@ Danmaku arrive from the broker one by one, in seq order (the send script
 publishes them).  Each room collects them and, once per tick, the node sends
 one ``danmaku`` frame per room, encoded once per protocol, to every viewer.
 
-Per viewer, ``Connection.dm_seq`` is the last seq it was given (or skipped).
-It makes delivery exactly-once at the seams:
+Per viewer, a :class:`Cursor` (kept in ``Connection.dm``) holds the last seq it
+was given (or skipped).  It makes delivery exactly-once at the seams:
 
-- while a viewer is joining (not ``ready``), the items of each tick are kept
-  in its ``backlog``; at ``welcome`` the viewer gets the missed history after
+- while a viewer is joining (its cursor has a ``backlog``), the items of each
+  tick are kept there; at ``welcome`` the viewer gets the missed history after
   its ``last_seq``, then the backlog after the welcome's ``seq``, in order;
-- a tick's items at or below a viewer's ``dm_seq`` are never sent to it again.
+- a tick's items at or below a viewer's ``seq`` are never sent to it again.
 
 Load policy, per tick:
 
@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 from ..hub import Connection, Hub
 from ..wire import Protocol, encode_frame
 
-__all__ = ["DanmakuFanout", "thin"]
+__all__ = ["Cursor", "DanmakuFanout", "thin"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,24 @@ FetchRange = Callable[[str, int, int], Awaitable[list[Item]]]
 MAX_BACKLOG = 5000
 REPLAY_CHUNK = 100
 MAX_DELAY_TICKS = 10
+
+
+class Cursor:
+    """Where one viewer is in its room's danmaku."""
+
+    __slots__ = ("seq", "backlog")
+
+    def __init__(self) -> None:
+        self.seq = 0  # the last danmaku seq this viewer was given or skipped
+        #: while the viewer joins, the ticks' items it will get after its welcome; None once welcomed
+        self.backlog: list[Item] | None = []
+
+
+def _cursor(conn: Connection) -> Cursor:
+    cursor = conn.dm
+    if cursor is None:
+        cursor = conn.dm = Cursor()
+    return cursor  # type: ignore[no-any-return]
 
 
 def thin(items: list[Item], keep: int) -> list[Item]:
@@ -182,10 +200,10 @@ class DanmakuFanout:
     def activate(self, conn: Connection, seq: int, replay: list[Item]) -> list[bytes]:
         """The frames a joining viewer gets right after ``welcome``: ``replay`` (the history
         it missed), then what arrived while it joined; from then on it gets every tick."""
-        items = [*replay, *(i for i in conn.backlog or () if i["id"] > seq)]
-        conn.backlog = None
-        conn.ready = True
-        conn.dm_seq = max(seq, items[-1]["id"] if items else 0)
+        cursor = _cursor(conn)
+        items = [*replay, *(i for i in cursor.backlog or () if i["id"] > seq)]
+        cursor.backlog = None
+        cursor.seq = max(seq, items[-1]["id"] if items else 0)
         frames = []
         for start in range(0, len(items), REPLAY_CHUNK):
             chunk = items[start : start + REPLAY_CHUNK]
@@ -223,7 +241,7 @@ class DanmakuFanout:
         waiting = feed.pending
         if len(waiting) > self._max_waiting:  # a sustained flood: thin what waits
             kept = thin(waiting, self._max_waiting)
-            thinned += (len(waiting) - len(kept)) * sum(1 for c in conns if c.ready)
+            thinned += (len(waiting) - len(kept)) * sum(1 for c in conns if c.dm is not None and c.dm.backlog is None)
             waiting = kept
         items, feed.pending = waiting[: self._cap], waiting[self._cap :]
         lagged = thin(items, self._lag_cap)
@@ -247,16 +265,20 @@ class DanmakuFanout:
     def _deliver_tick(self, conn: Connection, items: list[Item], lagged: list[Item], frames: _Frames) -> tuple[int, int]:
         """Hand one viewer its part of a tick: (items delivered, items thinned)."""
         first, last = items[0]["id"], items[-1]["id"]
-        if not conn.ready:
-            backlog = conn.backlog
-            if backlog is not None and len(backlog) < MAX_BACKLOG:
+        cursor = conn.dm
+        if cursor is None:
+            cursor = _cursor(conn)
+        backlog = cursor.backlog
+        if backlog is not None:  # still joining
+            if len(backlog) < MAX_BACKLOG:
                 backlog.extend(items)
                 return 0, 0
             return 0, len(items)
-        if conn.dm_seq >= last:
+        seq = cursor.seq
+        if seq >= last:
             return 0, 0
-        if conn.dm_seq >= first:  # the seam right after a join: only what it has not had
-            mine = [i for i in items if i["id"] > conn.dm_seq]
+        if seq >= first:  # the seam right after a join: only what it has not had
+            mine = [i for i in items if i["id"] > seq]
             frame = encode_frame({"type": "danmaku", "seq": last, "items": mine}, conn.protocol)
             due = want = len(mine)
         elif conn.queued > self._lag_frames:
@@ -265,7 +287,7 @@ class DanmakuFanout:
             frame, due = frames.get(0, items, conn.protocol), len(items)
             want = due
         sent = want if conn.enqueue(frame, True) else 0
-        conn.dm_seq = last
+        cursor.seq = last
         return sent, due - sent
 
     def take_thinned(self) -> dict[str, int]:

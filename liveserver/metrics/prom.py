@@ -1,15 +1,17 @@
 """Operator metrics in the Prometheus text format (prometheus-client).
 
 Each node has its own registry, so that several nodes in one process (the
-tests) do not collide.  Counters owned by the hub and the broker are read at
-scrape time by a collector instead of being incremented on the hot path.
+tests) do not collide.  Counters the hub, the fan-out, the drops and the broker
+keep as plain ints on their hot paths are read at scrape time, through the
+narrow :class:`CounterSource`, instead of being incremented there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -17,108 +19,126 @@ from prometheus_client.registry import Collector
 
 from ..tasks import reraise_if_cancelling
 
-if TYPE_CHECKING:
-    from ..node import Node
-
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "CounterSource", "Counters", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
-        self._node = node
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """What the node counts outside prometheus-client (on its hot paths, as plain ints),
+    read once per scrape."""
+
+    connections: int
+    rooms: int
+    frames_sent: int
+    frames_dropped: int
+    slow_closed: int
+    messages_delivered: int
+    delivery_errors: int
+    danmaku_delivered: int
+    danmaku_thinned: int
+    rollbacks: int
+    grabs: Mapping[tuple[str, str], int]  # (kind, answer) -> grabs
+    grabs_refused: Mapping[str, int]  # anti-fraud rule -> grabs
+    grabs_answered_locally: int
+    claims: Mapping[str, int]  # answer -> claims
+    drop_script_calls: int
+    broker_received: int
+    broker_errors: int
+    http_header_timeouts: int
+    http_malformed: int
+    loop_failures: Mapping[str, int]
+    loops_down: int
+
+
+class CounterSource(Protocol):
+    """Gives the collector the node's plain counters at scrape time."""
+
+    def counters(self) -> Counters: ...
+
+
+def _labelled(name: str, doc: str, labels: list[str], values: Mapping[Any, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in sorted(values.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
+
+
+class _Collector(Collector):
+    def __init__(self, source: CounterSource) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        hub = self._node.hub
-        yield GaugeMetricFamily("liveserver_connections", "Open WebSocket connections", value=len(hub))
-        yield GaugeMetricFamily("liveserver_rooms", "Rooms with viewers on this node", value=hub.room_count)
-        yield CounterMetricFamily(
-            "liveserver_frames_sent", "WebSocket frames written to clients", value=hub.stats.frames_sent
-        )
+        c = self._source.counters()
+        yield GaugeMetricFamily("liveserver_connections", "Open WebSocket connections", value=c.connections)
+        yield GaugeMetricFamily("liveserver_rooms", "Rooms with viewers on this node", value=c.rooms)
+        yield CounterMetricFamily("liveserver_frames_sent", "WebSocket frames written to clients", value=c.frames_sent)
         yield CounterMetricFamily(
             "liveserver_frames_dropped",
             "Droppable frames (danmaku, likes, presence) not sent to viewers that could not keep up",
-            value=hub.stats.frames_dropped,
+            value=c.frames_dropped,
         )
         yield CounterMetricFamily(
-            "liveserver_slow_consumers_closed", "Connections closed with 4008 as slow consumers", value=hub.stats.slow_closed
+            "liveserver_slow_consumers_closed", "Connections closed with 4008 as slow consumers", value=c.slow_closed
         )
         yield CounterMetricFamily(
-            "liveserver_room_messages_delivered", "Room messages fanned out by the hub", value=hub.stats.messages_delivered
+            "liveserver_room_messages_delivered", "Room messages fanned out by the hub", value=c.messages_delivered
         )
-        fanout = self._node.fanout
         yield CounterMetricFamily(
             "liveserver_danmaku_items_delivered",
             "Danmaku items handed to viewers' sockets (items x viewers)",
-            value=fanout.items_delivered,
+            value=c.danmaku_delivered,
         )
         yield CounterMetricFamily(
             "liveserver_danmaku_items_thinned",
             "Danmaku items not delivered to viewers that could not keep up (items x viewers)",
-            value=fanout.items_thinned,
+            value=c.danmaku_thinned,
         )
-        seckill = self._node.seckill
-        grabs = CounterMetricFamily("liveserver_grabs", "Grabs answered, by kind and answer", labels=["kind", "answer"])
-        for (kind, answer), n in sorted(seckill.counts.items()):
-            grabs.add_metric([kind, answer], n)
-        yield grabs
-        fraud = CounterMetricFamily("liveserver_grabs_refused", "Grabs refused by an anti-fraud rule", labels=["rule"])
-        for rule, n in sorted(seckill.fraud.items()):
-            fraud.add_metric([rule], n)
-        yield fraud
+        yield _labelled("liveserver_grabs", "Grabs answered, by kind and answer", ["kind", "answer"], c.grabs)
+        yield _labelled("liveserver_grabs_refused", "Grabs refused by an anti-fraud rule", ["rule"], c.grabs_refused)
         yield CounterMetricFamily(
             "liveserver_grabs_answered_locally", "Hopeless grabs answered by the node without Redis",
-            value=seckill.local_answers,
+            value=c.grabs_answered_locally,
         )
-        claims = CounterMetricFamily("liveserver_claims", "Red-packet claims answered, by answer", labels=["answer"])
-        for answer, n in sorted(self._node.packets.counts.items()):
-            claims.add_metric([answer], n)
-        yield claims
+        yield _labelled("liveserver_claims", "Red-packet claims answered, by answer", ["answer"], c.claims)
         yield CounterMetricFamily(
             "liveserver_drop_script_calls", "Grab and claim script calls (each carries a batch)",
-            value=seckill.batcher.calls + self._node.packets.batcher.calls,
-        )
-        broker = self._node.broker
-        yield CounterMetricFamily(
-            "liveserver_broker_messages_received", "Pub/sub messages received from Redis", value=broker.received
+            value=c.drop_script_calls,
         )
         yield CounterMetricFamily(
-            "liveserver_broker_errors", "Pub/sub connection errors", value=broker.errors
+            "liveserver_broker_messages_received", "Pub/sub messages received from Redis", value=c.broker_received
         )
+        yield CounterMetricFamily("liveserver_broker_errors", "Pub/sub connection errors", value=c.broker_errors)
         yield CounterMetricFamily(
             "liveserver_delivery_errors",
             "Deliveries to one viewer that failed (a bug): logged, that viewer closed, the others served",
-            value=hub.stats.delivery_errors + fanout.errors,
+            value=c.delivery_errors,
         )
-        guard = self._node.guard
         yield CounterMetricFamily(
             "liveserver_http_header_timeouts", "Connections closed for an incomplete request head (slowloris)",
-            value=guard.header_timeouts,
+            value=c.http_header_timeouts,
         )
         yield CounterMetricFamily(
             "liveserver_http_malformed_requests", "Requests answered 4xx before routing (bad framing, headers, method)",
-            value=guard.bad_requests,
+            value=c.http_malformed,
         )
         yield CounterMetricFamily(
             "liveserver_redis_rollbacks_detected",
             "Danmaku ids this node had seen that Redis no longer had (it lost its last writes in a crash or failover)",
-            value=fanout.rollbacks,
+            value=c.rollbacks,
         )
-        loops = CounterMetricFamily(
-            "liveserver_background_loop_failures", "Background loops that died and were restarted", labels=["loop"]
+        yield _labelled(
+            "liveserver_background_loop_failures", "Background loops that died and were restarted", ["loop"],
+            c.loop_failures,
         )
-        for name, n in sorted(self._node.loops.failures().items()):
-            loops.add_metric([name], n)
-        yield loops
         yield GaugeMetricFamily(
-            "liveserver_background_loops_down", "Background loops not running now (/healthz fails)",
-            value=len(self._node.loops.down()),
+            "liveserver_background_loops_down", "Background loops not running now (/healthz fails)", value=c.loops_down
         )
 
 
 class Metrics:
-    def __init__(self, node: Node) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.http_requests = Counter(
             "liveserver_http_requests",
@@ -147,7 +167,10 @@ class Metrics:
         self.loop_lag_last = Gauge(
             "liveserver_event_loop_lag_last_seconds", "The latest event-loop lag sample", registry=self.registry
         )
-        self.registry.register(_NodeCollector(node))
+
+    def observe(self, source: CounterSource) -> None:
+        """Read ``source``'s counters at every scrape."""
+        self.registry.register(_Collector(source))
 
     def script_called(self, name: str, seconds: float, failed: bool) -> None:
         """The scripts' observer (redisio.scripts.ScriptObserver)."""

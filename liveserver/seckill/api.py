@@ -10,7 +10,7 @@ from aiohttp import web
 from ..auth import Principal, Role
 from ..errors import Forbidden, Invalid
 from ..http import json_response, principal, read_json, require_admin, writer_principal
-from ..keys import NODE
+from ..keys import SERVICES
 from ..wire import MAX_REQ_ID, Claim, Grab
 
 if TYPE_CHECKING:
@@ -34,14 +34,14 @@ async def on_grab(session: Session, msg: Grab) -> None:
     _grabber(session.principal)
     kind, drop_id = ("sale", msg.sale_id) if msg.sale_id is not None else ("coupon", msg.coupon_id)
     assert drop_id is not None
-    result = await session.node.seckill.grab(session.principal, drop_id, kind, msg.req_id, session.ip, session.rtt_ms)
+    result = await session.services.seckill.grab(session.principal, drop_id, kind, msg.req_id, session.ip, session.rtt_ms)
     session.reply(result, msg.req_id)
 
 
 async def on_claim(session: Session, msg: Claim) -> None:
     assert session.principal is not None
     _grabber(session.principal)
-    session.reply(await session.node.packets.claim(session.principal, msg.packet_id), msg.req_id)
+    session.reply(await session.services.packets.claim(session.principal, msg.packet_id), msg.req_id)
 
 
 commands: dict[type, Command] = {Grab: on_grab, Claim: on_claim}
@@ -52,43 +52,43 @@ commands: dict[type, Command] = {Grab: on_grab, Claim: on_claim}
 
 @routes.post("/api/v1/rooms/{room}/flash-sales")
 async def create_sale(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+    services = request.app[SERVICES]
     who = await writer_principal(request)
-    body = await node.seckill.create(request.match_info["room"], who, await read_json(request), "sale")
+    body = await services.seckill.create(request.match_info["room"], who, await read_json(request), "sale")
     return json_response(body, status=201)
 
 
 @routes.get("/api/v1/rooms/{room}/flash-sales/{sale}")
 async def get_sale(request: web.Request) -> web.Response:
     principal(request)
-    node = request.app[NODE]
-    return json_response(await node.seckill.get(request.match_info["room"], request.match_info["sale"], "sale"))
+    services = request.app[SERVICES]
+    return json_response(await services.seckill.get(request.match_info["room"], request.match_info["sale"], "sale"))
 
 
 @routes.post("/api/v1/rooms/{room}/coupons")
 async def create_coupon(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+    services = request.app[SERVICES]
     who = await writer_principal(request)
-    body = await node.seckill.create(request.match_info["room"], who, await read_json(request), "coupon")
+    body = await services.seckill.create(request.match_info["room"], who, await read_json(request), "coupon")
     return json_response(body, status=201)
 
 
 @routes.get("/api/v1/rooms/{room}/coupons/{coupon}")
 async def get_coupon(request: web.Request) -> web.Response:
     principal(request)
-    node = request.app[NODE]
-    return json_response(await node.seckill.get(request.match_info["room"], request.match_info["coupon"], "coupon"))
+    services = request.app[SERVICES]
+    return json_response(await services.seckill.get(request.match_info["room"], request.match_info["coupon"], "coupon"))
 
 
 async def _http_grab(request: web.Request, kind: str, drop_id: str) -> web.Response:
-    node = request.app[NODE]
+    services = request.app[SERVICES]
     who = await writer_principal(request)
     _grabber(who)
     body = await read_json(request)
     req_id = body.get("req_id")
     if not isinstance(req_id, str) or not 1 <= len(req_id) <= MAX_REQ_ID:
         raise Invalid("req_id", f"'req_id' must be a string of 1-{MAX_REQ_ID} characters (it makes retries safe)")
-    result: dict[str, Any] = await node.seckill.grab(who, drop_id, kind, req_id, request.remote or "unknown")
+    result: dict[str, Any] = await services.seckill.grab(who, drop_id, kind, req_id, request.remote or "unknown")
     return json_response({**result, "req_id": req_id})
 
 
@@ -104,8 +104,8 @@ async def grab_coupon(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/me/coupons")
 async def my_coupons(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    return json_response({"coupons": await node.seckill.my_coupons(principal(request))})
+    services = request.app[SERVICES]
+    return json_response({"coupons": await services.seckill.my_coupons(principal(request))})
 
 
 # -- HTTP: red packets -----------------------------------------------------------------------
@@ -113,31 +113,31 @@ async def my_coupons(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/rooms/{room}/red-packets")
 async def create_packet(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+    services = request.app[SERVICES]
     who = await writer_principal(request)
-    return json_response(await node.packets.create(request.match_info["room"], who, await read_json(request)), status=201)
+    return json_response(await services.packets.create(request.match_info["room"], who, await read_json(request)), status=201)
 
 
 @routes.post("/api/v1/rooms/{room}/red-packet-rains")
 async def create_rain(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+    services = request.app[SERVICES]
     who = await writer_principal(request)
-    body = await node.packets.create_rain(request.match_info["room"], who, await read_json(request))
+    body = await services.packets.create_rain(request.match_info["room"], who, await read_json(request))
     return json_response(body, status=201)
 
 
 @routes.get("/api/v1/rooms/{room}/red-packets/{packet}")
 async def get_packet(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    return json_response(await node.packets.get(request.match_info["room"], request.match_info["packet"], principal(request)))
+    services = request.app[SERVICES]
+    return json_response(await services.packets.get(request.match_info["room"], request.match_info["packet"], principal(request)))
 
 
 @routes.post("/api/v1/red-packets/{packet}/claim")
 async def claim_packet(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+    services = request.app[SERVICES]
     who = await writer_principal(request)
     _grabber(who)
-    return json_response(await node.packets.claim(who, request.match_info["packet"]))
+    return json_response(await services.packets.claim(who, request.match_info["packet"]))
 
 
 # -- HTTP: orders ------------------------------------------------------------------------------
@@ -145,20 +145,20 @@ async def claim_packet(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/orders/{order}")
 async def get_order(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    return json_response(await node.seckill.get_order(request.match_info["order"], principal(request)))
+    services = request.app[SERVICES]
+    return json_response(await services.seckill.get_order(request.match_info["order"], principal(request)))
 
 
 @routes.post("/api/v1/orders/{order}/pay")
 async def pay_order(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    return json_response(await node.seckill.pay(request.match_info["order"], await writer_principal(request)))
+    services = request.app[SERVICES]
+    return json_response(await services.seckill.pay(request.match_info["order"], await writer_principal(request)))
 
 
 @routes.post("/api/v1/orders/{order}/cancel")
 async def cancel_order(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    return json_response(await node.seckill.cancel(request.match_info["order"], await writer_principal(request)))
+    services = request.app[SERVICES]
+    return json_response(await services.seckill.cancel(request.match_info["order"], await writer_principal(request)))
 
 
 # -- HTTP: the blocklist ---------------------------------------------------------------------------
@@ -167,12 +167,12 @@ async def cancel_order(request: web.Request) -> web.Response:
 @routes.get("/api/v1/blocklist")
 async def get_blocklist(request: web.Request) -> web.Response:
     require_admin(request, "the blocklist")
-    node = request.app[NODE]
-    return json_response({"users": sorted(await node.redis.smembers(node.keys.blocklist))})
+    services = request.app[SERVICES]
+    return json_response({"users": sorted(await services.redis.smembers(services.keys.blocklist))})
 
 
 @routes.patch("/api/v1/blocklist")
 async def patch_blocklist(request: web.Request) -> web.Response:
     require_admin(request, "the blocklist")
-    node = request.app[NODE]
-    return json_response({"users": await node.seckill.change_blocklist(await read_json(request))})
+    services = request.app[SERVICES]
+    return json_response({"users": await services.seckill.change_blocklist(await read_json(request))})

@@ -211,7 +211,7 @@ class ChaosEnv:
                 await asyncio.wait_for(closer(), 10)
             except Exception as exc:  # noqa: BLE001 - cleanup goes on; reported below
                 errors.append(f"closing a client: {exc!r}")
-        pools = {id(node.node.redis.connection_pool) for node in self.nodes}
+        pools = {id(node.services.redis.connection_pool) for node in self.nodes}
         for node in reversed(self.nodes):
             try:
                 await asyncio.wait_for(node.stop(), 20)
@@ -792,8 +792,8 @@ def node_diagnostics(nodes: Iterable[RunningNode]) -> str:
     only what this version of the node exposes)."""
     lines = []
     for node in nodes:
-        n = node.node
-        tick = next((t for t in getattr(n, "_tasks", []) if t.get_name() == "danmaku-tick"), None)
+        n = node.services
+        tick = next((t for t in n.loops.tasks if t.get_name() == "danmaku-tick"), None)
         state = "not found"
         if tick is not None:
             state = "running"

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from liveserver.app import create_app
 from liveserver.auth import mint_token
-from liveserver.keys import NODE
-from liveserver.node import Node
+from liveserver.gateway import Gateway
+from liveserver.keys import GATEWAY, SERVICES
 from liveserver.sdk import JSON, HostClient, ViewerClient
 from liveserver.serving import start_site
+from liveserver.services import Services
 from liveserver.settings import Settings
 
 from ..conftest import SECRET, RedisProcess
@@ -46,8 +47,12 @@ class RunningNode(LoopbackUrls):
     settings: Settings
 
     @property
-    def node(self) -> Node:
-        return self.runner.app[NODE]
+    def services(self) -> Services:
+        return self.runner.app[SERVICES]
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.runner.app[GATEWAY]
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -88,7 +93,7 @@ async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
                                keepalive_timeout=settings.http_keepalive_s)
         await runner.setup()
         sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
-        await start_site(runner, sock, settings, runner.app[NODE].guard)  # the CLI's site: guard, TLS
+        await start_site(runner, sock, settings, runner.app[SERVICES].guard)  # the CLI's site: guard, TLS
         port = sock.getsockname()[1]
         node = RunningNode(runner, port, settings)
         running.append(node)
@@ -103,7 +108,7 @@ async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
             for task in asyncio.all_tasks():
                 stacks.append(f"{task.get_name()}: {' <- '.join(_await_chain(task.get_coro()))}")
             own = [f"{t.get_name()} done={t.done()} cancelling={t.cancelling()}: "
-                   f"{' <- '.join(_await_chain(t.get_coro()))}" for t in node.node._tasks]  # noqa: SLF001
+                   f"{' <- '.join(_await_chain(t.get_coro()))}" for t in node.services.loops.tasks]
             stacks.append("the stuck node's tasks:\n" + "\n".join(own))
             stopping.cancel()
             pytest.fail("a node did not stop within 15 s; tasks:\n" + "\n".join(stacks))

@@ -179,7 +179,7 @@ async def test_a_refused_metric_write_does_not_stop_the_counting(start_node: Sta
     node = await start_node(**FAST)
     async with HostClient(node.base_url, token("host1", "host")) as h:
         broken, fine = await _room(h), await _room(h)
-        await node.node.redis.set(node.node.keys.room(broken).metric("counts"), "not a hash")
+        await node.services.redis.set(node.services.keys.room(broken).metric("counts"), "not a hash")
         viewers = [await join(node, "v1", broken), await join(node, "v2", fine)]
         await viewers[1].send({"type": "exposure", "product_id": "p1"})
         await asyncio.sleep(1.5)  # a flush: the broken room's writes are refused, the others applied

@@ -292,13 +292,13 @@ async def test_flood_thins_a_lagging_viewer_not_control(start_node: StartNode, l
     pad = "y" * 190
     for burst in range(100):
         await asyncio.gather(*(say(s, f"{pad} {burst}") for s in senders for _ in range(5)))
-        await node.node.broker.publish(live_room, {"type": "room", "status": "live", "n": burst})
+        await node.services.broker.publish(live_room, {"type": "room", "status": "live", "n": burst})
         await asyncio.sleep(0.01)
     assert len(await collect(healthy, 3000, timeout_s=30)) == 3000  # the healthy viewer misses nothing
     await asyncio.sleep(1.2)  # let likes/thinned flush to Redis
-    assert node.node.fanout.items_thinned > 0
-    thinned = int(await node.node.redis.get(node.node.keys.room(live_room).thinned) or 0)
-    assert thinned == node.node.fanout.items_thinned
+    assert node.services.fanout.items_thinned > 0
+    thinned = int(await node.services.redis.get(node.services.keys.room(live_room).thinned) or 0)
+    assert thinned == node.services.fanout.items_thinned
     lagging.resume_reading()
     controls = [(await lagging.wait_for("room", timeout_s=10))["n"] for _ in range(100)]
     assert controls == list(range(100))  # control messages all arrive, in order
@@ -329,7 +329,7 @@ async def test_word_list_fresh_after_the_node_resubscribes(start_node: StartNode
     """A word added while a node held no viewer of the room is enforced when viewers come back."""
     a = await start_node(**FAST)
     b = await start_node(**FAST)
-    a.node.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001
+    a.services.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001
     v = await join(a, "chatter", live_room)
     assert (await say(v, "counterfeit goods"))["ok"] is True  # node A caches the room's (empty) list
     await v.close()

@@ -45,7 +45,7 @@ async def test_slow_consumer_closed_others_get_everything(start_node: StartNode,
     n_messages = 150
     title = "x" * 4000  # large control messages fill the slow socket's buffers quickly
     for i in range(n_messages):
-        await node.node.broker.publish(live_room, {"type": "product_pinned", "product_id": f"p{i}", "title": title, "price_cents": i})
+        await node.services.broker.publish(live_room, {"type": "product_pinned", "product_id": f"p{i}", "title": title, "price_cents": i})
 
     async def collect(v: ViewerClient) -> list[int]:
         got = []
@@ -56,7 +56,7 @@ async def test_slow_consumer_closed_others_get_everything(start_node: StartNode,
 
     results = await asyncio.gather(*(collect(v) for v in viewers))
     assert all(r == list(range(n_messages)) for r in results)
-    assert node.node.hub.stats.slow_closed == 1
+    assert node.services.hub.stats.slow_closed == 1
     slow.resume_reading()
     assert await slow.wait_closed(timeout_s=10) == 4008
     for v in viewers:
@@ -74,11 +74,11 @@ async def test_droppable_frames_are_thinned_not_control(start_node: StartNode, l
     lagging.pause_reading()
     pad = "y" * 2000
     for i in range(200):
-        await node.node.broker.publish(live_room, {"type": "likes", "total": i, "pad": pad})
+        await node.services.broker.publish(live_room, {"type": "likes", "total": i, "pad": pad})
         if i % 20 == 0:
-            await node.node.broker.publish(live_room, {"type": "room", "status": "live", "n": i})
+            await node.services.broker.publish(live_room, {"type": "room", "status": "live", "n": i})
     await asyncio.sleep(0.3)
-    assert node.node.hub.stats.frames_dropped > 0
+    assert node.services.hub.stats.frames_dropped > 0
     lagging.resume_reading()
     controls = [(await lagging.wait_for("room", timeout_s=10))["n"] for _ in range(10)]
     assert controls == list(range(0, 200, 20))

@@ -46,7 +46,7 @@ async def test_healthy_node_answers_the_contract_body(server: RunningNode) -> No
 
 
 async def test_a_dead_loop_fails_healthz_until_it_runs_again(server: RunningNode) -> None:
-    likes = server.node.likes
+    likes = server.services.likes
     real_flush = likes.flush
 
     async def broken() -> None:
@@ -58,7 +58,7 @@ async def test_a_dead_loop_fails_healthz_until_it_runs_again(server: RunningNode
     assert body["checks"]["redis"] == "ok"
     likes.flush = real_flush  # type: ignore[method-assign]
     await _until(server, 200, timeout_s=10)  # restarted by the supervisor after its backoff
-    assert server.node.loops.failures()["likes"] >= 1
+    assert server.services.loops.failures()["likes"] >= 1
 
 
 async def test_scripts_that_cannot_run_fail_healthz_while_ping_answers(start_node: StartNode, own_redis: RedisProcess) -> None:
@@ -78,7 +78,7 @@ async def test_scripts_that_cannot_run_fail_healthz_while_ping_answers(start_nod
 
 async def test_a_dead_subscriber_fails_healthz(server: RunningNode, live_room: str) -> None:
     viewer = await ViewerClient.connect(server.ws_url, token("v"), live_room)
-    reader = server.node.broker._reader  # noqa: SLF001
+    reader = server.services.broker._reader  # noqa: SLF001
     assert reader is not None
     reader.cancel()
     body = await _until(server, 503)

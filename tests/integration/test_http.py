@@ -222,7 +222,7 @@ async def test_ban_closes_and_refuses(server: RunningNode, host: HostClient, liv
 async def test_time_healthz_metrics(server: RunningNode) -> None:
     async with HostClient(server.base_url) as anon:
         t = await anon.server_time_ms()
-        assert abs(t - server.node.clock.now_ms()) < 5000
+        assert abs(t - server.services.clock.now_ms()) < 5000
         assert await anon.healthz() == {"status": "ok"}
     async with aiohttp.ClientSession() as s, s.get(server.base_url + "/metrics") as r:
         text = await r.text()
@@ -243,8 +243,8 @@ async def test_metrics_time_lua_calls_count_redis_errors_and_watch_the_loop(
     # a key of the wrong type makes Redis refuse the pin script: a Redis error, not a 500
     other = await host.create_room("Broken", room_id=f"broken-{live_room}")
     await host.put_product(other["room_id"], "p1", "Tea", 100)
-    await server.node.redis.delete(server.node.keys.room(other["room_id"]).products)
-    await server.node.redis.set(server.node.keys.room(other["room_id"]).products, "not a hash")
+    await server.services.redis.delete(server.services.keys.room(other["room_id"]).products)
+    await server.services.redis.set(server.services.keys.room(other["room_id"]).products, "not a hash")
     with pytest.raises(ApiError) as e:
         await host.pin_product(other["room_id"], "p1")
     assert e.value.status == 503

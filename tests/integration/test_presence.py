@@ -86,7 +86,7 @@ async def test_paused_node_revives_its_members(start_node: StartNode, live_room:
     b = await start_node()
     v = await join(a, "patient", live_room)
     await join(b, "other", live_room)
-    node_a = a.node
+    node_a = a.services
     keys = node_a.keys.room(live_room)
     # simulate a pause: a's heartbeat expired long ago, and b reaps it
     await node_a.redis.zadd(keys.nodes, {node_a.node_id: 0})
@@ -136,7 +136,7 @@ async def test_killed_node_leaves_within_2s(start_node: StartNode, redis_server:
 async def test_leave_and_rejoin_keeps_the_subscription(start_node: StartNode, live_room: str) -> None:
     """The only viewer on a node refreshes the page: the room stays subscribed for the new socket."""
     node = await start_node()
-    node.node.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001 - make the release timer fire during the test
+    node.services.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001 - make the release timer fire during the test
     first = await join(node, "refresher", live_room)
     await first.close()
     second = await join(node, "refresher", live_room)

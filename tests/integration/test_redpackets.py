@@ -65,7 +65,7 @@ async def test_claims_over_two_nodes_sum_exactly(start_node: StartNode) -> None:
     assert len(got["claims"]) == 300 and {c["user"]: c["amount_cents"] for c in got["claims"]} == won
     luckiest = max(got["claims"], key=lambda c: (c["amount_cents"], -c["at_ms"]))
     assert got["luckiest"]["amount_cents"] == luckiest["amount_cents"]
-    wallet = await a.node.redis.xrange(a.node.keys.wallet_stream)
+    wallet = await a.services.redis.xrange(a.services.keys.wallet_stream)
     assert sum(int(f["amount_cents"]) for _, f in wallet if f["packet_id"] == pid and f["kind"] == "claim") == 100_00
     for v in viewers:
         await v.close()
@@ -95,8 +95,8 @@ async def test_lifecycle_broadcasts_and_expiry_refund(start_node: StartNode) -> 
         mine = await me.get_red_packet(room, pid)
         assert mine["mine"] == {"amount_cents": won["amount_cents"]} and "claims" not in mine
     # the refund happened once, even when the expiry is fired again
-    assert (await node.node.packets.fire(pid, "expire")) == ("expired", 1000 - won["amount_cents"])
-    wallet = await node.node.redis.xrange(node.node.keys.wallet_stream)
+    assert (await node.services.packets.fire(pid, "expire")) == ("expired", 1000 - won["amount_cents"])
+    wallet = await node.services.redis.xrange(node.services.keys.wallet_stream)
     assert sum(1 for _, f in wallet if f["packet_id"] == pid and f["kind"] == "refund") == 1
     assert (await other.claim("nope"))["reason"] == "not_found"
     for c in (v, other):
@@ -110,7 +110,7 @@ async def test_expiry_racing_the_last_claims(start_node: StartNode) -> None:
     packet = await h.create_red_packet(room, 5000, 100, expires_s=1)
     pid = packet["packet_id"]
     viewers = [await join(node, f"r{i}", room) for i in range(100)]
-    delay = (packet["expires_at_ms"] - node.node.clock.now_ms()) / 1000
+    delay = (packet["expires_at_ms"] - node.services.clock.now_ms()) / 1000
 
     async def late_claim(v: ViewerClient, i: int) -> dict:
         await asyncio.sleep(max(0.0, delay - 0.05 + 0.001 * i))
@@ -141,7 +141,7 @@ async def test_rain_schedule_and_per_user_cap(start_node: StartNode) -> None:
     for p in packets:
         live = await v.wait_for("red_packet", timeout_s=4,
                                 predicate=lambda m, pid=p["packet_id"]: m["packet_id"] == pid and m["status"] == "live")
-        assert node.node.clock.now_ms() >= live["starts_at_ms"]  # opened on schedule, not before
+        assert node.services.clock.now_ms() >= live["starts_at_ms"]  # opened on schedule, not before
         got.append(await v.claim(p["packet_id"]))
     assert [r["ok"] for r in got] == [True, True, False] and got[2]["reason"] == "limit"
     with pytest.raises(ApiError) as e:
@@ -158,16 +158,16 @@ async def test_an_action_not_yet_due_is_kept_and_runs_later(start_node: StartNod
     h, room = await setup_room(node)
     packet = await h.create_red_packet(room, 1000, 4, expires_s=1)
     pid = packet["packet_id"]
-    sched = node.node.keys.schedule
-    await node.node.redis.zadd(sched, {f"pexpire:{pid}": 0})  # due at once, long before the expiry
+    sched = node.services.keys.schedule
+    await node.services.redis.zadd(sched, {f"pexpire:{pid}": 0})  # due at once, long before the expiry
     await asyncio.sleep(0.3)
-    assert await node.node.redis.zscore(sched, f"pexpire:{pid}") is not None  # kept, pushed a lease ahead
+    assert await node.services.redis.zscore(sched, f"pexpire:{pid}") is not None  # kept, pushed a lease ahead
     assert (await h.get_red_packet(room, pid))["refunded_cents"] == 0 and \
         (await h.get_red_packet(room, pid))["status"] == "live"
     await asyncio.sleep(2.2)
     got = await h.get_red_packet(room, pid)
     assert got["status"] == "expired" and got["refunded_cents"] == 1000
-    assert await node.node.redis.zscore(sched, f"pexpire:{pid}") is None
+    assert await node.services.redis.zscore(sched, f"pexpire:{pid}") is None
     await h.close()
 
 

@@ -88,7 +88,7 @@ async def test_countdown_start_sell_out_and_end_broadcasts(start_node: StartNode
     live = await viewer.wait_for("flash_sale", timeout_s=3)
     assert live["status"] == "live"
     # the server decided the start: the broadcast came at or after starts_at_ms
-    assert node.node.clock.now_ms() >= sale["starts_at_ms"]
+    assert node.services.clock.now_ms() >= sale["starts_at_ms"]
     won = await buyer.grab(sale_id=sid)
     assert won["ok"] is True and won["order_id"].startswith(f"{sid}.") and won["expires_at_ms"] > 0
     assert (await viewer.wait_for("flash_sale"))["status"] == "sold_out"
@@ -186,7 +186,7 @@ async def test_orders_pay_cancel_expire_keep_stock_exact(start_node: StartNode) 
             await admin.get_order(bad)
         assert e.value.status == 404
     # the order stream holds every change, in order
-    entries = await node.node.redis.xrange(node.node.keys.orders_stream)
+    entries = await node.services.redis.xrange(node.services.keys.orders_stream)
     states = collections.defaultdict(list)
     for _, f in entries:
         states[f["order_id"]].append(f["status"])
@@ -208,7 +208,7 @@ async def test_expiry_racing_payment(start_node: StartNode) -> None:
     grabs = await asyncio.gather(*(b.grab(sale["sale_id"], "g") for b in buyers))
     orders = [g["order_id"] for g in grabs]
     deadline = grabs[0]["expires_at_ms"]
-    await asyncio.sleep(max(0.0, (deadline - node.node.clock.now_ms()) / 1000 - 0.05))
+    await asyncio.sleep(max(0.0, (deadline - node.services.clock.now_ms()) / 1000 - 0.05))
 
     async def pay(oid: str) -> bool:
         await asyncio.sleep(0.002 * (hash(oid) % 50))
@@ -263,7 +263,7 @@ async def test_every_rejection_reason(start_node: StartNode) -> None:
         await admin.request("PATCH", "/api/v1/blocklist", {"remove": ["v2"]})
         await asyncio.sleep(0.1)
         assert (await other.grab(sale_id=fresh["sale_id"]))["ok"] is True
-    assert node.node.seckill.fraud["blocklist"] == 1
+    assert node.services.seckill.fraud["blocklist"] == 1
     async with aiohttp.ClientSession() as http, http.get(node.base_url + "/metrics") as r:
         text = await r.text()
     assert 'liveserver_grabs_refused_total{rule="blocklist"} 1.0' in text
@@ -287,11 +287,11 @@ async def test_too_soon_after_start_for_the_clients_clock(start_node: StartNode)
     await bot.send({"type": "ping", "t": 1, "rtt_ms": 2000})  # the client says its round trip is 2 s
     sale = await h.create_flash_sale(room, "tea", 1, 10, countdown_s=1)
     await bot.wait_for("flash_sale", predicate=lambda m: m["status"] == "countdown")
-    while node.node.clock.now_ms() < sale["starts_at_ms"] + 5:
+    while node.services.clock.now_ms() < sale["starts_at_ms"] + 5:
         await asyncio.sleep(0.005)
     # it could not have seen the start yet: its grab was fired blind
     assert (await bot.grab(sale_id=sale["sale_id"]))["reason"] == "blocked"
-    assert node.node.seckill.fraud["too_soon"] == 1
+    assert node.services.seckill.fraud["too_soon"] == 1
     honest = await join(node, "honest", room)
     await honest.ping()
     await honest.ping()
@@ -309,10 +309,10 @@ async def test_sold_out_answered_locally_until_restock(start_node: StartNode) ->
     sale = await h.create_flash_sale(room, "tea", 1, 1)
     won = await w.grab(sale_id=sale["sale_id"])
     await v.wait_for("flash_sale", predicate=lambda m: m["status"] == "sold_out")
-    before = node.node.seckill.local_answers
+    before = node.services.seckill.local_answers
     for k in range(20):
         assert (await v.grab(sale_id=sale["sale_id"], req_id=f"late{k}"))["reason"] == "sold_out"
-    assert node.node.seckill.local_answers == before + 20  # no Redis round trip for hopeless grabs
+    assert node.services.seckill.local_answers == before + 20  # no Redis round trip for hopeless grabs
     async with HostClient(node.base_url, token("winner")) as wc:
         await wc.cancel_order(won["order_id"])
     await v.wait_for("flash_sale", predicate=lambda m: m["status"] == "live")
@@ -368,7 +368,7 @@ async def test_script_flush_mid_sale(start_node: StartNode) -> None:
     sale = await h.create_flash_sale(room, "tea", 1, 50)
     vs = [await join(node, f"f{i}", room) for i in range(20)]
     first = await asyncio.gather(*(v.grab(sale_id=sale["sale_id"]) for v in vs[:10]))
-    await node.node.redis.script_flush()  # a restart or failover empties the script cache
+    await node.services.redis.script_flush()  # a restart or failover empties the script cache
     second = await asyncio.gather(*(v.grab(sale_id=sale["sale_id"]) for v in vs[10:]))
     assert all(r["ok"] for r in first + second)
     assert (await invariant(h, room, sale["sale_id"]))["pending"] == 20
@@ -444,7 +444,7 @@ async def test_drop_view_fresh_after_the_node_resubscribes(start_node: StartNode
     """Node A saw 'sold out', left the room; stock came back meanwhile: A asks Redis again."""
     a = await start_node(**FAST)
     b = await start_node(**FAST)
-    a.node.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001
+    a.services.broker._unsubscribe_delay_s = 0.05  # noqa: SLF001
     h, room = await setup_room(b)
     sale = await h.create_flash_sale(room, "tea", 1, 1)
     winner = await join(b, "winner", room)

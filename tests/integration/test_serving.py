@@ -72,7 +72,7 @@ async def test_slowloris_connections_are_closed_and_others_served(start_node: St
         s.close()
     assert all(results), f"{results.count(False)} of 200 slow connections still open"
     assert elapsed < 4.0
-    assert node.node.guard.header_timeouts == 200
+    assert node.services.guard.header_timeouts == 200
 
 
 async def test_a_kept_alive_connection_gets_the_same_deadline(start_node: StartNode) -> None:

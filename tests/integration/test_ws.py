@@ -199,7 +199,7 @@ async def test_drain_answers_the_command_in_hand_then_1012(server: RunningNode, 
     """SIGTERM while a command is being handled: its reply is sent, then close 1012."""
     from liveserver.wire import Like
 
-    node = server.node
+    gateway = server.gateway
     started = asyncio.Event()
 
     async def slow_command(session: Any, msg: Like) -> None:
@@ -207,11 +207,11 @@ async def test_drain_answers_the_command_in_hand_then_1012(server: RunningNode, 
         await asyncio.sleep(0.3)
         session.reply({"type": "ack", "ok": True, "slow": True}, msg.req_id)
 
-    node.commands[Like] = slow_command
+    gateway.commands[Like] = slow_command
     v = await join(server, "patient", live_room)
     reply = asyncio.create_task(v.request({"type": "like", "count": 1}, timeout_s=5))
     await started.wait()
-    await node.drain()
+    await gateway.drain()
     assert (await reply)["slow"] is True
     assert await v.wait_closed() == 1012
 
@@ -219,7 +219,7 @@ async def test_drain_answers_the_command_in_hand_then_1012(server: RunningNode, 
 async def test_drain_closes_sockets_that_never_said_hello(server: RunningNode) -> None:
     async with connect(server.ws_url) as ws:
         await asyncio.sleep(0.05)
-        await server.node.drain()
+        await server.gateway.drain()
         with pytest.raises(Exception):
             await ws.recv()
         assert ws.close_code == 1012

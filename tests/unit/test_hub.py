@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from liveserver.auth import Principal, Role
-from liveserver.danmaku.fanout import DanmakuFanout
+from liveserver.danmaku.fanout import Cursor, DanmakuFanout
 from liveserver.hub import Connection, Hub, QueueLimits
 from liveserver.wire import Protocol
 
@@ -40,8 +40,8 @@ def _conn(hub: Hub, user: str, room: str = "r") -> tuple[Connection, Transport]:
     conn = Connection(ws, Principal(user, Role.VIEWER, user, 0), room, Protocol.JSON, LIMITS, hub.stats)
     hub.reserve_user(user, 10)
     hub.add(conn)
-    conn.ready = True
-    conn.backlog = None
+    conn.dm = Cursor()
+    conn.dm.backlog = None  # welcomed: the danmaku ticks reach it
     conn.start()
     return conn, transport
 
