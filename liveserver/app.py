@@ -4,7 +4,7 @@
 opens Redis, builds the node's services (services.py) and the ``/ws`` gateway,
 and closes them in the reverse order; ``on_shutdown`` drains the WebSockets
 with 1012.  Every route and every WebSocket command is registered here, from the
-``api`` module of the package that handles it.  Shutdown, step by step
+module of ``api/`` for its area.  Shutdown, step by step
 (aiohttp's runner): stop listening -> drain sockets -> wait for handlers ->
 stop background tasks, leave presence -> close Redis.
 """
@@ -16,16 +16,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import api
-from .danmaku import api as danmaku_api
+from .api import core, danmaku, metrics, rooms, seckill
 from .gateway import Command, Gateway
 from .http import error_middleware
 from .keys import GATEWAY, SERVICES, SETTINGS
-from .metrics import api as metrics_api
 from .pages import add_pages
 from .redisio import check_reachable, describe_url
-from .rooms import api as rooms_api
-from .seckill import api as seckill_api
 from .services import connect_services
 from .settings import Settings
 
@@ -35,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 #: every WebSocket command, by message class, from the packages that handle them
-COMMANDS: dict[type, Command] = {**danmaku_api.commands, **seckill_api.commands, **metrics_api.commands}
+COMMANDS: dict[type, Command] = {**danmaku.commands, **seckill.commands, **metrics.commands}
 
 
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,11 +68,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services_ctx)
     app.on_shutdown.append(_drain)
     app.router.add_get("/ws", _websocket)
-    app.router.add_routes(api.routes)
-    app.router.add_routes(rooms_api.routes)
-    app.router.add_routes(danmaku_api.routes)
-    app.router.add_routes(seckill_api.routes)
-    app.router.add_routes(metrics_api.routes)
+    for area in (core, rooms, danmaku, seckill, metrics):
+        app.router.add_routes(area.routes)
     if settings.serve_pages:
         add_pages(app)
     return app

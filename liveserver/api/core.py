@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import Role, mint_token
-from .errors import Forbidden, Invalid
-from .http import json_response, read_json
-from .keys import GATEWAY, SERVICES
-from .metrics.prom import CONTENT_TYPE
-from .rooms.service import check_id, check_int
+from ..auth import Role, mint_token
+from ..errors import Forbidden, Invalid
+from ..http import json_response, read_json
+from ..keys import GATEWAY, SERVICES
+from ..metrics.prom import CONTENT_TYPE
+from ..rooms.service import check_id, check_int
 
 __all__ = ["routes"]
 
