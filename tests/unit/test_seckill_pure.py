@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from liveserver.seckill.batcher import GrabBatcher, GrabRequest
-from liveserver.seckill.service import drop_status, too_soon
+from liveserver.seckill.drop import drop_status, too_soon
 
 
 @pytest.mark.parametrize(
