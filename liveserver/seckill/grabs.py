@@ -48,16 +48,8 @@ class _Seen:
 class Grabs:
     """Answers grabs; ``counts``, ``fraud`` and ``local_answers`` are read by ``/metrics``."""
 
-    def __init__(
-        self,
-        redis: Any,
-        scripts: Scripts,
-        keyspace: Keyspace,
-        settings: Settings,
-        clock: Clock,
-        is_subscribed: Callable[[str], bool],
-        is_blocked: Callable[[str], bool],
-    ) -> None:
+    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, settings: Settings, clock: Clock,
+                 is_subscribed: Callable[[str], bool], is_blocked: Callable[[str], bool]) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace

@@ -1,9 +1,10 @@
 """Orders of flash sales, and the coupons a user won.
 
-An order is made by the grab that wins (``grabs.py``); its state changes only in
-``seckill_pay.lua`` and ``seckill_cancel.lua`` (and ``seckill_expire.lua`` at its
-payment deadline, run by the scheduler), in the drop's slot.  Order ids are
-``<drop id>.<n>``: the drop, and so the slot, is read from the id.
+An order is made by the grab that wins (``seckill_grab.lua``, from ``grabs.py``);
+its state changes only in ``seckill_pay.lua`` and ``seckill_cancel.lua`` (and
+``seckill_expire.lua`` at its payment deadline, run by the scheduler), in the
+drop's slot.  Order ids are ``<drop id>.<n>``: the drop, and so the slot, is
+read from the id.
 """
 
 from __future__ import annotations
@@ -27,15 +28,8 @@ __all__ = ["Orders"]
 class Orders:
     """Reads, pays and cancels orders; ``load_drop``: a drop by its id (None: no such drop)."""
 
-    def __init__(
-        self,
-        redis: Any,
-        scripts: Scripts,
-        keyspace: Keyspace,
-        rooms: RoomService,
-        clock: Clock,
-        load_drop: Callable[[str], Awaitable[Drop | None]],
-    ) -> None:
+    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, rooms: RoomService, clock: Clock,
+                 load_drop: Callable[[str], Awaitable[Drop | None]]) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace

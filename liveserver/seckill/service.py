@@ -34,6 +34,8 @@ SETTLED_CACHE = 10_000  # settled drops kept in memory for the metrics (then the
 
 
 class SeckillService:
+    """The drop catalogue; the grab path is ``grabs``, the orders are ``orders``."""
+
     def __init__(
         self,
         redis: Any,
@@ -47,7 +49,6 @@ class SeckillService:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace
-        self._s = settings
         self._rooms = rooms
         self._clock = clock
         self._settled: dict[str, Drop] = {}  # ended drops with nothing left to pay: they never change
