@@ -22,6 +22,7 @@ from typing import Any
 from .danmaku.fanout import DanmakuFanout
 from .danmaku.service import DanmakuService
 from .hub import Hub
+from .seckill.grabs import Grabs
 from .seckill.service import SeckillService
 from .tasks import TaskSet
 from .wire import CloseCode
@@ -35,11 +36,13 @@ class Router:
     """The broker's ``deliver`` and ``on_subscribed`` for one node."""
 
     def __init__(
-        self, hub: Hub, fanout: DanmakuFanout, danmaku: DanmakuService, seckill: SeckillService, tasks: TaskSet
+        self, hub: Hub, fanout: DanmakuFanout, danmaku: DanmakuService, seckill: SeckillService, grabs: Grabs,
+        tasks: TaskSet,
     ) -> None:
         self._hub = hub
         self._danmaku = danmaku
         self._seckill = seckill
+        self._grabs = grabs
         self._tasks = tasks
         self._handlers: dict[str, Handler] = {
             "_dm": fanout.on_item,
@@ -62,7 +65,7 @@ class Router:
         """Views kept current by notices start over whenever the node (re)subscribes."""
         if room:
             self._danmaku.invalidate(room)
-            self._seckill.forget_room(room)
+            self._grabs.forget_room(room)
         else:
             self._on_words("", {})
             self._on_blocklist("", {})
@@ -74,7 +77,7 @@ class Router:
             self._tasks.spawn(self._danmaku.load_global_words(), name="reload-words")
 
     def _on_drop(self, room: str, msg: dict[str, Any]) -> None:
-        self._seckill.on_message(room, msg)
+        self._grabs.on_message(room, msg)
         self._hub.deliver(room, msg)
 
     def _on_blocklist(self, room: str, msg: dict[str, Any]) -> None:

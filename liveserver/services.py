@@ -37,6 +37,8 @@ from .redisio import Keyspace, RedisClient, Scripts, connect, connect_pubsub
 from .rooms.presence import Presence
 from .rooms.service import RoomService
 from .routing import Router
+from .seckill.grabs import Grabs
+from .seckill.orders import Orders
 from .seckill.packets import RedPacketService
 from .seckill.scheduler import DropScheduler
 from .seckill.service import SeckillService
@@ -71,7 +73,9 @@ class Services:
     danmaku: DanmakuService
     fanout: DanmakuFanout
     likes: Likes
-    seckill: SeckillService
+    seckill: SeckillService  # the drops: flash sales and coupons
+    grabs: Grabs  # the grab path
+    orders: Orders
     packets: RedPacketService
     scheduler: DropScheduler
     room_metrics: RoomMetrics
@@ -106,7 +110,7 @@ class Services:
         except (RedisError, OSError) as exc:
             log.warning("metrics not written at shutdown: %s", exc)
         await self.fanout.close()
-        await self.seckill.batcher.close()
+        await self.grabs.batcher.close()
         await self.packets.batcher.close()
         await self.broker.close()
         await self.redis.aclose()
@@ -143,16 +147,16 @@ class Services:
 
     def counters(self) -> Counters:
         """The plain counters the services keep, for the Prometheus collector (a scrape)."""
-        hub, fanout, seckill, packets = self.hub, self.fanout, self.seckill, self.packets
+        hub, fanout, grabs, packets = self.hub, self.fanout, self.grabs, self.packets
         return Counters(
             connections=len(hub), rooms=hub.room_count, frames_sent=hub.stats.frames_sent,
             frames_dropped=hub.stats.frames_dropped, slow_closed=hub.stats.slow_closed,
             messages_delivered=hub.stats.messages_delivered,
             delivery_errors=hub.stats.delivery_errors + fanout.errors,
             danmaku_delivered=fanout.items_delivered, danmaku_thinned=fanout.items_thinned,
-            rollbacks=fanout.rollbacks, grabs=seckill.counts, grabs_refused=seckill.fraud,
-            grabs_answered_locally=seckill.local_answers, claims=packets.counts,
-            drop_script_calls=seckill.batcher.calls + packets.batcher.calls,
+            rollbacks=fanout.rollbacks, grabs=grabs.counts, grabs_refused=grabs.fraud,
+            grabs_answered_locally=grabs.local_answers, claims=packets.counts,
+            drop_script_calls=grabs.batcher.calls + packets.batcher.calls,
             broker_received=self.broker.received, broker_errors=self.broker.errors,
             http_header_timeouts=self.guard.header_timeouts, http_malformed=self.guard.bad_requests,
             loop_failures=self.loops.failures(), loops_down=len(self.loops.down()),
@@ -200,8 +204,9 @@ def build_services(settings: Settings, redis: RedisClient, subscriber: Redis) ->
     )
     services = Services(
         settings=s, node_id=node_id, keys=keys, redis=redis, scripts=scripts, clock=clock, metrics=metrics,
-        hub=hub, broker=broker, router=Router(hub, fanout, danmaku, seckill, tasks), presence=presence,
-        rooms=rooms, danmaku=danmaku, fanout=fanout, likes=likes, seckill=seckill, packets=packets,
+        hub=hub, broker=broker, router=Router(hub, fanout, danmaku, seckill, seckill.grabs, tasks), presence=presence,
+        rooms=rooms, danmaku=danmaku, fanout=fanout, likes=likes, seckill=seckill, grabs=seckill.grabs,
+        orders=seckill.orders, packets=packets,
         scheduler=scheduler, room_metrics=room_metrics, loops=loops, tasks=tasks, guard=guard,
     )
     metrics.observe(services)  # the collector reads the counters the services keep, at scrape time

@@ -34,7 +34,7 @@ async def on_grab(session: Session, msg: Grab) -> None:
     _grabber(session.principal)
     kind, drop_id = ("sale", msg.sale_id) if msg.sale_id is not None else ("coupon", msg.coupon_id)
     assert drop_id is not None
-    result = await session.services.seckill.grab(session.principal, drop_id, kind, msg.req_id, session.ip, session.rtt_ms)
+    result = await session.services.grabs.grab(session.principal, drop_id, kind, msg.req_id, session.ip, session.rtt_ms)
     session.reply(result, msg.req_id)
 
 
@@ -88,7 +88,7 @@ async def _http_grab(request: web.Request, kind: str, drop_id: str) -> web.Respo
     req_id = body.get("req_id")
     if not isinstance(req_id, str) or not 1 <= len(req_id) <= MAX_REQ_ID:
         raise Invalid("req_id", f"'req_id' must be a string of 1-{MAX_REQ_ID} characters (it makes retries safe)")
-    result: dict[str, Any] = await services.seckill.grab(who, drop_id, kind, req_id, request.remote or "unknown")
+    result: dict[str, Any] = await services.grabs.grab(who, drop_id, kind, req_id, request.remote or "unknown")
     return json_response({**result, "req_id": req_id})
 
 
@@ -105,7 +105,7 @@ async def grab_coupon(request: web.Request) -> web.Response:
 @routes.get("/api/v1/me/coupons")
 async def my_coupons(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return json_response({"coupons": await services.seckill.my_coupons(principal(request))})
+    return json_response({"coupons": await services.orders.my_coupons(principal(request))})
 
 
 # -- HTTP: red packets -----------------------------------------------------------------------
@@ -146,19 +146,19 @@ async def claim_packet(request: web.Request) -> web.Response:
 @routes.get("/api/v1/orders/{order}")
 async def get_order(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return json_response(await services.seckill.get_order(request.match_info["order"], principal(request)))
+    return json_response(await services.orders.get_order(request.match_info["order"], principal(request)))
 
 
 @routes.post("/api/v1/orders/{order}/pay")
 async def pay_order(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return json_response(await services.seckill.pay(request.match_info["order"], await writer_principal(request)))
+    return json_response(await services.orders.pay(request.match_info["order"], await writer_principal(request)))
 
 
 @routes.post("/api/v1/orders/{order}/cancel")
 async def cancel_order(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return json_response(await services.seckill.cancel(request.match_info["order"], await writer_principal(request)))
+    return json_response(await services.orders.cancel(request.match_info["order"], await writer_principal(request)))
 
 
 # -- HTTP: the blocklist ---------------------------------------------------------------------------

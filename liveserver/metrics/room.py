@@ -45,7 +45,7 @@ from redis.exceptions import RedisError
 
 from ..hub import Hub
 from ..redisio import Keyspace
-from ..seckill.service import Drop
+from ..seckill.drop import Drop
 from ..tasks import reraise_if_cancelling
 from .alerts import AlertRules, AlertTracker, SaleState, evaluate
 from .ratios import ratios, windows

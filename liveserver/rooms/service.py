@@ -18,7 +18,9 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
 from ..wire import ID_RE
 
-__all__ = ["Product", "Room", "RoomService", "check_product", "check_title"]
+__all__ = [
+    "MAX_PRICE_CENTS", "Product", "Room", "RoomService", "check_id", "check_int", "check_product", "check_title",
+]
 
 MAX_TITLE = 100
 MAX_PRICE_CENTS = 10**11  # a billion in currency units: far beyond any product

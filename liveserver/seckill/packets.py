@@ -26,6 +26,7 @@ from ..settings import Settings
 from ..wire import ID_RE
 from .batcher import GrabBatcher, GrabRequest
 from .redpacket import split_red_packet
+from .terms import Window, parse_window
 
 __all__ = ["RedPacketService"]
 
@@ -62,27 +63,17 @@ class RedPacketService:
 
     # -- creating ------------------------------------------------------------------
 
-    def _window(self, body: dict[str, Any]) -> tuple[int, int]:
-        countdown, starts_at = body.get("countdown_s"), body.get("starts_at_ms")
-        if countdown is not None and starts_at is not None:
-            raise Invalid("starts_at_ms", "give countdown_s or starts_at_ms, not both")
-        countdown_ms = 1000 * check_int(0 if countdown is None else countdown, "countdown_s", 0, 7 * 24 * 3600)
-        starts_ms = 0
-        if starts_at is not None:
-            now = self._clock.now_ms()
-            starts_ms = check_int(starts_at, "starts_at_ms", now - 60_000, now + 7 * 24 * 3600 * 1000)
-        return starts_ms, countdown_ms
-
-    async def _create_one(self, room_id: str, packet_id: str, total: int, count: int, starts_ms: int,
-                          countdown_ms: int, expires_ms: int, rain_cap: int) -> dict[str, Any]:
+    async def _create_one(self, room_id: str, packet_id: str, total: int, count: int, window: Window,
+                          expires_ms: int, rain_cap: int) -> dict[str, Any]:
         pk, rk = self._keys.packet(packet_id), self._keys.room(room_id)
         shares = split_red_packet(total, count, self._rng)
         # bookkeeping first (estimated times): a packet never exists without its expiry scheduled
-        starts_guess = starts_ms or self._clock.now_ms() + countdown_ms
+        starts_guess = window.starts_at(self._clock.now_ms())
         await self._book(rk.packets, packet_id, starts_guess, starts_guess + expires_ms)
         code, starts, expires = await self._scripts.redpacket_create(
             keys=[pk.meta, pk.shares],
-            args=[packet_id, room_id, total, count, starts_ms, countdown_ms, expires_ms, rk.channel, rain_cap, *shares],
+            args=[packet_id, room_id, total, count, window.starts_ms, window.countdown_ms, expires_ms, rk.channel,
+                  rain_cap, *shares],
         )
         existing = None if code == "ok" else await self._load(packet_id)
         await self._book(rk.packets, packet_id, int(starts), int(expires))  # the packet's own times
@@ -127,9 +118,9 @@ class RedPacketService:
         if total < count:
             raise Invalid("total_cents", f"{total} cents cannot make {count} shares of at least 1 cent")
         expires_s = check_int(body.get("expires_s", 600), "expires_s", 1, 24 * 3600)
-        starts_ms, countdown_ms = self._window(body)
-        return await self._create_one(room_id, self._client_id(body, "packet_id"), total, count, starts_ms,
-                                      countdown_ms, expires_s * 1000, 0)
+        window = parse_window(body, self._clock.now_ms())
+        return await self._create_one(room_id, self._client_id(body, "packet_id"), total, count, window,
+                                      expires_s * 1000, 0)
 
     async def create_rain(self, room_id: str, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """A rain: ``drops`` packets of ``packets_per_drop`` shares each, one every ``interval_s``;
@@ -145,16 +136,15 @@ class RedPacketService:
         expires_s = check_int(body.get("expires_s", interval_s), "expires_s", 1, 24 * 3600)
         if total < drops * per_drop:
             raise Invalid("total_cents", f"{total} cents cannot make {drops * per_drop} shares of at least 1 cent")
-        starts_ms, countdown_ms = self._window(body)
-        if starts_ms == 0:
-            starts_ms = self._clock.now_ms() + countdown_ms
+        now = self._clock.now_ms()
+        starts_ms = parse_window(body, now).starts_at(now)
         rain_id = self._client_id(body, "rain_id")
         base, extra = divmod(total, drops)
         packets = []
         for k in range(drops):
             packets.append(await self._create_one(
                 room_id, f"{rain_id}-{k + 1}", base + (1 if k < extra else 0), per_drop,
-                starts_ms + k * interval_s * 1000, 0, expires_s * 1000, cap,
+                Window(starts_ms + k * interval_s * 1000, 0), expires_s * 1000, cap,
             ))
         return {"rain_id": rain_id, "per_user_cap": cap, "packets": packets}
 

@@ -996,7 +996,7 @@ async def test_poisoned_grab_in_a_concurrent_batch(start_node: StartNode, http: 
                 assert isinstance(welcome, dict) and welcome["type"] == "welcome", welcome
             req_ids = [f"g-{i}-\ud800" if i in POISONED else f"g-{i}" for i in range(BATCH_VIEWERS)]
             grabs = [to_json({"type": "grab", "sale_id": sale_id, "req_id": r}) for r in req_ids]
-            batcher = node.services.seckill.batcher  # its counters show that the grabs went in batches
+            batcher = node.services.grabs.batcher  # its counters show that the grabs went in batches
             calls, batched = batcher.calls, batcher.grabs
             await asyncio.gather(*(ws.send_str(g) for ws, g in zip(sockets, grabs, strict=True)))
             answers = await asyncio.gather(*(first_answer(ws) for ws in sockets))

@@ -263,7 +263,7 @@ async def test_every_rejection_reason(start_node: StartNode) -> None:
         await admin.request("PATCH", "/api/v1/blocklist", {"remove": ["v2"]})
         await asyncio.sleep(0.1)
         assert (await other.grab(sale_id=fresh["sale_id"]))["ok"] is True
-    assert node.services.seckill.fraud["blocklist"] == 1
+    assert node.services.grabs.fraud["blocklist"] == 1
     async with aiohttp.ClientSession() as http, http.get(node.base_url + "/metrics") as r:
         text = await r.text()
     assert 'liveserver_grabs_refused_total{rule="blocklist"} 1.0' in text
@@ -291,7 +291,7 @@ async def test_too_soon_after_start_for_the_clients_clock(start_node: StartNode)
         await asyncio.sleep(0.005)
     # it could not have seen the start yet: its grab was fired blind
     assert (await bot.grab(sale_id=sale["sale_id"]))["reason"] == "blocked"
-    assert node.services.seckill.fraud["too_soon"] == 1
+    assert node.services.grabs.fraud["too_soon"] == 1
     honest = await join(node, "honest", room)
     await honest.ping()
     await honest.ping()
@@ -309,10 +309,10 @@ async def test_sold_out_answered_locally_until_restock(start_node: StartNode) ->
     sale = await h.create_flash_sale(room, "tea", 1, 1)
     won = await w.grab(sale_id=sale["sale_id"])
     await v.wait_for("flash_sale", predicate=lambda m: m["status"] == "sold_out")
-    before = node.services.seckill.local_answers
+    before = node.services.grabs.local_answers
     for k in range(20):
         assert (await v.grab(sale_id=sale["sale_id"], req_id=f"late{k}"))["reason"] == "sold_out"
-    assert node.services.seckill.local_answers == before + 20  # no Redis round trip for hopeless grabs
+    assert node.services.grabs.local_answers == before + 20  # no Redis round trip for hopeless grabs
     async with HostClient(node.base_url, token("winner")) as wc:
         await wc.cancel_order(won["order_id"])
     await v.wait_for("flash_sale", predicate=lambda m: m["status"] == "live")

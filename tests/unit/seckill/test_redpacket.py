@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveserver.seckill.packets import packet_status
 from liveserver.seckill.redpacket import split_red_packet
 
 
@@ -54,11 +53,3 @@ def test_spread_is_that_of_double_mean() -> None:
     rng = random.Random(7)
     largest = statistics.mean(max(split_red_packet(10_000, 10, rng)) for _ in range(5000))
     assert 1900 < largest < 2300
-
-
-def test_packet_status() -> None:
-    assert packet_status(0, 5, 100, 200, 50) == "countdown"
-    assert packet_status(0, 5, 100, 200, 150) == "live"
-    assert packet_status(5, 5, 100, 200, 150) == "empty"
-    assert packet_status(5, 5, 100, 200, 250) == "empty"
-    assert packet_status(3, 5, 100, 200, 250) == "expired"

@@ -1,4 +1,5 @@
-"""The grab batcher: one call per batch, and a bad item that never fails the others."""
+"""The grab batcher: one call per batch, grouped while a call is in flight, and a bad item that
+never fails the others."""
 
 from __future__ import annotations
 
@@ -96,3 +97,41 @@ def test_redis_state_errors_are_known_by_their_classes() -> None:
         assert unknown_outcome(exc), exc
     assert not unknown_outcome(ResponseError("user_script:12: attempt to compare nil with number"))
     assert not unknown_outcome(DataError("Invalid input of type: 'dict'"))
+
+
+async def test_batcher_groups_what_arrives_while_a_call_is_in_flight() -> None:
+    calls: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def run(target: object, batch: list[GrabRequest]) -> list[tuple[str, str, int]]:
+        calls.append([g.req_id for g in batch])
+        if len(calls) == 1:
+            await gate.wait()
+        return [("ok", f"o-{g.req_id}", 1) for g in batch]
+
+    b = GrabBatcher(run, max_batch=3)
+    first = asyncio.create_task(b.submit("s", GrabRequest("u", "r0", "ip")))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(b.submit("s", GrabRequest("u", f"r{i}", "ip"))) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    gate.set()
+    answers = await asyncio.gather(first, *rest)
+    assert [a[1] for a in answers] == [f"o-r{i}" for i in range(6)]
+    assert calls == [["r0"], ["r1", "r2", "r3"], ["r4", "r5"]]  # one in flight; the rest grouped, capped at 3
+    assert b.calls == 3 and b.grabs == 6
+
+
+async def test_batcher_failure_reaches_every_waiter_and_recovers() -> None:
+    fail = True
+
+    async def run(target: object, batch: list[GrabRequest]) -> list[tuple[str, str, int]]:
+        if fail:
+            raise ConnectionError("redis down")
+        return [("ok", "", 0) for _ in batch]
+
+    b = GrabBatcher(run)
+    results = await asyncio.gather(*(b.submit("s", GrabRequest("u", str(i), "ip")) for i in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    fail = False
+    assert (await b.submit("s", GrabRequest("u", "x", "ip")))[0] == "ok"
