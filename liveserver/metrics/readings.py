@@ -1,6 +1,6 @@
 """What one read of a room's metrics found in Redis, parsed and typed (pure: no Redis here).
 
-:meth:`.room.RoomMetrics` fills a :class:`RoomReadings` from its pipelines, and
+:class:`.room.RoomMetrics` fills a :class:`RoomReadings` from its pipelines, and
 :func:`.body.build_body` turns it into the contract's ``metrics`` body.  Every
 field is the value as read, parsed (counts as ``int``, JSON as dicts), with
 nothing derived from it yet.
