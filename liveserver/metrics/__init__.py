@@ -1,1 +1,1 @@
-"""Metrics: operator metrics (Prometheus) now; the live conversion metrics come with the funnel."""
+"""Metrics: each room's live conversion metrics for its host, and the operator's (Prometheus)."""

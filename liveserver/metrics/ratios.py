@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ratios"]
+__all__ = ["ratios", "windows"]
 
 
 def _rate(num: int, den: int) -> float:

@@ -30,6 +30,9 @@ second of them.
 
 Distinct counts are HyperLogLogs (about 0.8 % standard error); counts and money
 are exact.  Series are per epoch minute.
+
+A read fetches the keys here into a :class:`.readings.RoomReadings`, and
+:func:`.body.build_body` (pure) lays them out as the body.
 """
 
 from __future__ import annotations
@@ -48,37 +51,15 @@ from ..redisio import Keyspace
 from ..seckill.drop import Drop
 from ..tasks import reraise_if_cancelling
 from .alerts import AlertRules, AlertTracker, SaleState, evaluate
-from .ratios import ratios, windows
+from .body import build_body, to_minute
+from .readings import ROOM_SERIES, ProductFunnel, RoomReadings
 from .tally import Tally
 
 __all__ = ["RoomMetrics"]
 
 log = logging.getLogger(__name__)
 
-SERIES = ("online", "enter", "leave", "gmv_cents", "order_count", "danmaku")
-ROOM_SERIES = ("online", "enter", "leave", "danmaku")  # kept per room; the others are summed over the drops
-SERIES_MINUTES = 240  # the series cover the last four hours of the room at most
-ENDED_DROPS_SHOWN = 20  # the body's ``drops``: those not ended, and the last ones that ended
 PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
-
-
-def _minute(ms: int) -> int:
-    return ms // 60_000
-
-
-def _sale_markers(drops: list[Drop], now: int) -> list[dict[str, Any]]:
-    """Start, sell-out and end of each flash sale or coupon, as series markers (pure)."""
-    out = []
-    for d in drops:
-        ref = {"sale_id" if d.kind == "sale" else "coupon_id": d.id, "product_id": d.product}
-        prefix = "sale" if d.kind == "sale" else "coupon"
-        if d.starts <= now:
-            out.append({"kind": f"{prefix}_start", "at_ms": d.starts, **ref})
-        if d.sold_out_ms:
-            out.append({"kind": "sold_out", "at_ms": d.sold_out_ms, **ref})
-        if d.status(now) == "ended":
-            out.append({"kind": f"{prefix}_end", "at_ms": min(d.ends, now), **ref})
-    return out
 
 
 class RoomMetrics:
@@ -111,10 +92,10 @@ class RoomMetrics:
         k = self._keys.room(room)
         self._tally.add(k.metric("uv"), user)
         self._tally.count(k.metric("counts"), "pv")
-        self._tally.count(k.metric("s:enter"), _minute(self._clock.now_ms()))
+        self._tally.count(k.metric("s:enter"), to_minute(self._clock.now_ms()))
 
     def left(self, room: str) -> None:
-        self._tally.count(self._keys.room(room).metric("s:leave"), _minute(self._clock.now_ms()))
+        self._tally.count(self._keys.room(room).metric("s:leave"), to_minute(self._clock.now_ms()))
 
     def funnel(self, room: str, user: str, kind: str, product_id: str) -> None:
         """``exposure``, ``click`` or ``cart`` of a product by a viewer."""
@@ -129,7 +110,7 @@ class RoomMetrics:
         now = time.monotonic()
         elapsed_ms = int((now - self._last_tick) * 1000)
         self._last_tick = now
-        minute = _minute(self._clock.now_ms())
+        minute = to_minute(self._clock.now_ms())
         for room in self._hub.rooms():
             k = self._keys.room(room)
             self._tally.count(k.metric("counts"), "watch_ms", elapsed_ms * len(self._hub.users(room)))
@@ -165,10 +146,14 @@ class RoomMetrics:
         return body
 
     async def _read(self, room_id: str, online: int, drops: list[Drop]) -> dict[str, Any]:
-        """The body without ``alerts``: one pipeline, and one more for the products."""
+        """The body without ``alerts``: what :meth:`_fetch` reads, built by :func:`.body.build_body`."""
         await self.flush()  # this node's own events are in what it reads
-        k = self._keys.room(room_id)
         now = self._clock.now_ms()
+        return build_body(await self._fetch(room_id, drops, now), drops, online=online, now_ms=now)
+
+    async def _fetch(self, room_id: str, drops: list[Drop], now: int) -> RoomReadings:
+        """The room's metric keys: one pipeline, and one more for the products."""
+        k = self._keys.room(room_id)
         sales = [d for d in drops if d.kind == "sale"]
         unsettled = [d for d in sales if d.id not in self._settled_stats]
         pipe = self._redis.pipeline(transaction=False)
@@ -199,38 +184,20 @@ class RoomMetrics:
         room_series, fresh_stats = rest[:len(ROOM_SERIES)], rest[len(ROOM_SERIES):]
         stats = self._sale_stats(sales, unsettled, fresh_stats, now)
         counts = {key: int(v) for key, v in raw_counts.items()}
-        pv, watch_ms = counts.get("pv", 0), counts.get("watch_ms", 0)
         catalog = {p: json.loads(raw) for p, raw in raw_catalog.items()}
-        started = int(started_ms) if started_ms else now
-        first = max(_minute(started), _minute(now) - SERIES_MINUTES + 1)
-        minutes = range(first, _minute(now) + 1)
-        series = {name: [int(h.get(str(m), 0)) for m in minutes] for name, h in zip(ROOM_SERIES, room_series, strict=True)}
-        series["order_count"] = [sum(st.get(f"o:{m}", 0) for st in stats.values()) for m in minutes]
-        series["gmv_cents"] = [sum(st.get(f"g:{m}", 0) for st in stats.values()) for m in minutes]
-        series = {name: series[name] for name in SERIES}
-        gmv = sum(d.paid * d.price for d in sales)
-        last_paid = max((st.get("last_paid", 0) for st in stats.values()), default=0)
         claims, claimed_cents, packets = await self._packets_of(room_id)
-        c = {"uv": uv, "pv": pv, "watch_ms": watch_ms, "exposure_uv": exposure_uv, "click_uv": click_uv,
-             "buyer_uv": int(buyer_uv), "gmv_cents": gmv}
-        body: dict[str, Any] = {
-            "room_id": room_id, "ts_ms": now, "room_status": status, "online": online,
-            "peak_online": max(int(peak or 0), online), "uv": uv, "pv": pv, "likes": int(likes or 0),
-            "danmaku": int(danmaku or 0), "exposure_uv": exposure_uv, "click_uv": click_uv, "cart_uv": cart_uv,
-            "order_count": sum(d.orders for d in sales), "order_uv": int(order_uv),
-            "paid_count": sum(d.paid for d in sales), "buyer_uv": int(buyer_uv), "gmv_cents": gmv,
-            "last_paid_at_ms": last_paid or None, "red_packet_claims": claims, "red_packet_cents": claimed_cents,
-            "danmaku_thinned": int(thinned or 0), "series_start_minute": first, **ratios(c),
-        }
-        body["products"] = await self._products(k, sorted(set(funnel_products) | set(catalog)), catalog, sales, now)
-        body["series"] = series
-        body["windows"] = windows(series)
-        body["markers"] = self._markers(logged_markers, drops, first * 60_000, now)
-        ended = [d for d in drops if d.status(now) == "ended"]
-        shown = [d for d in drops if d.status(now) != "ended" or d in ended[-ENDED_DROPS_SHOWN:]]
-        body["drops"] = [{"kind": d.kind, **d.public(now)} for d in shown]
-        body["red_packets"] = packets[-ENDED_DROPS_SHOWN:]
-        return body
+        return RoomReadings(
+            room_id=room_id, uv=uv, exposure_uv=exposure_uv, click_uv=click_uv, cart_uv=cart_uv,
+            order_uv=int(order_uv), buyer_uv=int(buyer_uv), peak_online=int(peak or 0),
+            pv=counts.get("pv", 0), watch_ms=counts.get("watch_ms", 0), likes=int(likes or 0),
+            danmaku=int(danmaku or 0), danmaku_thinned=int(thinned or 0),
+            started_ms=int(started_ms) if started_ms else None, room_status=status, catalog=catalog,
+            products=await self._product_funnels(k, sorted(set(funnel_products) | set(catalog))),
+            logged_markers=[json.loads(raw) for raw in logged_markers],
+            room_series={name: {int(m): int(v) for m, v in h.items()}
+                         for name, h in zip(ROOM_SERIES, room_series, strict=True)},
+            sale_stats=stats, red_packet_claims=claims, red_packet_cents=claimed_cents, red_packets=packets,
+        )
 
     def _sale_stats(self, sales: list[Drop], unsettled: list[Drop], fresh: list[dict[str, str]],
                     now: int) -> dict[str, dict[str, int]]:
@@ -245,43 +212,16 @@ class RoomMetrics:
             self._settled_stats.clear()
         return stats
 
-    @staticmethod
-    def _markers(logged: list[str], drops: list[Drop], since_ms: int, now: int) -> list[dict[str, Any]]:
-        """Events on the series, oldest first: pins and red packets (logged), and the drops'
-        starts, sell-outs and ends.  Each has ``kind``, ``at_ms`` and ``minute``."""
-        events = []
-        for raw in logged:
-            event = json.loads(raw)
-            event["at_ms"] = event.pop("at")
-            events.append(event)
-        events += _sale_markers(drops, now)
-        marks = [e for e in events if since_ms <= e["at_ms"] <= now]
-        for e in marks:
-            e["minute"] = _minute(e["at_ms"])
-        return sorted(marks, key=lambda e: (e["at_ms"], e["kind"]))
-
-    async def _products(self, k: Any, products: list[str], catalog: dict[str, Any], sales: list[Drop],
-                        now: int) -> list[dict[str, Any]]:
+    async def _product_funnels(self, k: Any, products: list[str]) -> dict[str, ProductFunnel]:
+        """Each product's exposure and click HyperLogLogs, in the order given."""
         if not products:
-            return []
+            return {}
         pipe = self._redis.pipeline(transaction=False)
         for p in products:
             pipe.pfcount(k.product_metric(p, "exposure_uv"))
             pipe.pfcount(k.product_metric(p, "click_uv"))
         r = await pipe.execute()
-        out = []
-        for i, p in enumerate(products):
-            mine = [d for d in sales if d.product == p]
-            row = {"product_id": p, "exposure_uv": int(r[2 * i]), "click_uv": int(r[2 * i + 1]),
-                   "order_count": sum(d.orders for d in mine), "paid_count": sum(d.paid for d in mine),
-                   "gmv_cents": sum(d.paid * d.price for d in mine)}
-            if p in catalog:
-                row.update(title=catalog[p].get("title"), price_cents=catalog[p].get("price_cents"))
-            live = [d for d in mine if d.status(now) in ("live", "countdown")]
-            if live:
-                row["stock_left"] = sum(d.left for d in live)
-            out.append(row)
-        return out
+        return {p: ProductFunnel(int(r[2 * i]), int(r[2 * i + 1])) for i, p in enumerate(products)}
 
     # -- alerts and the push -------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ import pytest
 from .test_cli import dev_server  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
+_PIP = Path(sys.executable).with_name("pip")
+#: the pip the messages name: ``.venv/bin/pip`` in a checkout with its own venv (as the READMEs show),
+#: its full path where the venv is elsewhere (a git worktree using its main checkout's venv)
+PIP = str(_PIP.relative_to(ROOT)) if _PIP.is_relative_to(ROOT) else str(_PIP)
 
 
 def python(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -43,14 +47,14 @@ def test_loadtest_without_the_load_extra(tmp_path: Path, hidden: list[str], name
                                    "runpy.run_module('loadtest.run', run_name='__main__')"))
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
     assert proc.stderr.splitlines() == [
-        f"loadtest: needs the load extra ({named} missing): .venv/bin/pip install -e '.[load]'"], proc.stderr
+        f"loadtest: needs the load extra ({named} missing): {PIP} install -e '.[load]'"], proc.stderr
     assert not reports.exists()
 
 
 @pytest.mark.parametrize(("hidden", "line"), [
-    (["socketio"], "bench: needs the bench extra (python-socketio missing): .venv/bin/pip install -e '.[bench]'"),
+    (["socketio"], f"bench: needs the bench extra (python-socketio missing): {PIP} install -e '.[bench]'"),
     (["socketio", "psutil"], "bench: needs the bench extra (python-socketio, psutil missing): "
-                             ".venv/bin/pip install -e '.[bench]'"),
+                             f"{PIP} install -e '.[bench]'"),
 ])
 def test_bench_without_the_bench_extra(hidden: list[str], line: str) -> None:
     proc = python(*without(hidden, "sys.argv = ['bench/run_all.py', '--quick']; "
