@@ -16,7 +16,7 @@ import jwt
 from .errors import Unauthorized
 from .wire import ID_RE
 
-__all__ = ["Principal", "Role", "TokenError", "mint_token", "verify_token", "bearer_token"]
+__all__ = ["Principal", "Role", "TokenError", "bearer_token", "mint_token", "verify_token"]
 
 ALGORITHM = "HS256"
 MAX_NAME = 32

@@ -137,12 +137,12 @@ class EmbeddedRedis:
         self._take_lock()
         args, url = self._config()
         try:
-            self._proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+            self._proc = subprocess.Popen(
                 [binary, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,  # it logs to DATA_DIR/redis.log
-                preexec_fn=_die_with_parent,  # noqa: PLW1509
+                preexec_fn=_die_with_parent,
                 close_fds=True,
             )
         except OSError as exc:

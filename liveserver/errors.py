@@ -18,6 +18,7 @@ __all__ = [
     "RateLimited",
     "Unauthorized",
     "Unavailable",
+    "error_body",
 ]
 
 

@@ -240,7 +240,7 @@ class Session:
         s = self.services.settings
         try:
             msg = await self.ws.receive(timeout=s.hello_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Rejection(CloseCode.UNAUTHORIZED, ErrorCode.UNAUTHORIZED,
                             f"no hello within {s.hello_timeout_s:g} s") from None
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or self.gateway.draining:

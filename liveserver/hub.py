@@ -28,7 +28,7 @@ from .auth import Principal
 from .sendqueue import Closing, Push, SendQueue
 from .wire import DROPPABLE_TYPES, CloseCode, Protocol, close_reason, encode_frame, frame
 
-__all__ = ["Connection", "Hub", "QueueLimits", "HubStats"]
+__all__ = ["Connection", "Hub", "HubStats", "QueueLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +58,22 @@ class Connection:
     """One WebSocket as the hub sees it: who, which room, a bounded queue, a writer."""
 
     __slots__ = (
-        "ws",
-        "principal",
-        "room",
-        "protocol",
-        "is_host",
+        "__weakref__",
         "_limits",
-        "_stats",
+        "_protocol",
         "_queue",
+        "_stats",
+        "_transport",
         "_wakeup",
         "_writer",
-        "_transport",
-        "_protocol",
-        "closing",
         "closed",
+        "closing",
         "dm",
-        "__weakref__",
+        "is_host",
+        "principal",
+        "protocol",
+        "room",
+        "ws",
     )
 
     def __init__(
@@ -224,7 +224,7 @@ class Connection:
             await asyncio.wait_for(
                 self.ws.close(code=code, message=close_reason(reason)), self._limits.close_grace_s
             )
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             self.abort()
 
     def abort(self) -> None:
@@ -285,7 +285,7 @@ class Connection:
 
 
 class _Room:
-    __slots__ = ("conns", "users", "json_conns", "msgpack_conns")
+    __slots__ = ("conns", "json_conns", "msgpack_conns", "users")
 
     def __init__(self) -> None:
         self.conns: set[Connection] = set()

@@ -14,7 +14,7 @@ __all__ = ["StrikeCounter", "TokenBucket"]
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; starts full."""
 
-    __slots__ = ("rate", "burst", "_tokens", "_at")
+    __slots__ = ("_at", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         if rate <= 0 or burst < 1:
@@ -38,7 +38,7 @@ class TokenBucket:
 class StrikeCounter:
     """Counts strikes (malformed frames and the like) in a sliding window."""
 
-    __slots__ = ("limit", "window", "_times")
+    __slots__ = ("_times", "limit", "window")
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit

@@ -44,7 +44,7 @@ class Closing:
 class SendQueue:
     """The frames waiting for one connection's writer, and the rules that bound them."""
 
-    __slots__ = ("_entries", "_queue_frames", "_droppable_frames", "_slow_timeout_s", "_full_since", "dropped")
+    __slots__ = ("_droppable_frames", "_entries", "_full_since", "_queue_frames", "_slow_timeout_s", "dropped")
 
     def __init__(self, queue_frames: int, droppable_frames: int, slow_timeout_s: float) -> None:
         self._entries: deque[bytes | Closing] = deque()

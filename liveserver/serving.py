@@ -39,7 +39,7 @@ from aiohttp.web_request import BaseRequest
 from .errors import HTTP_CODES, error_body
 from .settings import Settings
 
-__all__ = ["GuardedSite", "LogLimiter", "ssl_context", "start_site"]
+__all__ = ["GuardStats", "GuardedSite", "LogLimiter", "ssl_context", "start_site"]
 
 log = logging.getLogger(__name__)
 

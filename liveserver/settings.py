@@ -44,7 +44,8 @@ def _tunables_from_env(env: Mapping[str, str]) -> dict[str, Any]:
             else:
                 out[f.name] = int(raw) if f.type == "int" else float(raw)
         except ValueError:
-            raise SettingsError(f"LIVESERVER_{f.name.upper()} must be a{'n integer' if f.type == 'int' else ' number'}, not {raw!r}") from None
+            kind = "an integer" if f.type == "int" else "a number"
+            raise SettingsError(f"LIVESERVER_{f.name.upper()} must be {kind}, not {raw!r}") from None
     return out
 
 

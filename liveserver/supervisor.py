@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Loops", "LoopState"]
+__all__ = ["LoopState", "Loops"]
 
 log = logging.getLogger(__name__)
 

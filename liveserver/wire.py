@@ -13,42 +13,45 @@ Every message is a map with a ``type``.  A client command may carry
 
 from __future__ import annotations
 
+import builtins
 import enum
 import json
 import math
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import msgpack
 
 __all__ = [
+    "DROPPABLE_TYPES",
     "ID_RE",
-    "CloseCode",
-    "ErrorCode",
-    "Protocol",
-    "WireError",
+    "MAX_REQ_ID",
+    "Claim",
     "ClientMessage",
-    "Hello",
-    "Ping",
+    "CloseCode",
     "Danmaku",
-    "Like",
+    "ErrorCode",
     "Funnel",
     "Grab",
-    "Claim",
+    "Hello",
+    "Like",
+    "Ping",
+    "Protocol",
+    "WireError",
+    "close_reason",
     "decode",
     "encode",
-    "close_reason",
     "encode_frame",
     "encode_json",
-    "frame",
     "encode_msgpack",
-    "parse_client_message",
     "error_message",
-    "DROPPABLE_TYPES",
     "find_surrogate",
+    "frame",
     "has_surrogate",
+    "parse_client_message",
     "surrogate_error",
 ]
 
@@ -147,7 +150,8 @@ def encode_json(msg: dict[str, Any]) -> str:
 
 
 def encode_msgpack(msg: dict[str, Any]) -> bytes:
-    return msgpack.packb(msg, use_bin_type=True)
+    packed: bytes = msgpack.packb(msg, use_bin_type=True)
+    return packed
 
 
 def encode(msg: dict[str, Any], protocol: Protocol) -> str | bytes:
@@ -327,7 +331,7 @@ class Claim:
 ClientMessage = Hello | Ping | Danmaku | Like | Funnel | Grab | Claim
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -351,7 +355,8 @@ class _Fields:
             raise self.fail(name, f"'{name}' must be 1-64 of [A-Za-z0-9_.-]")
         return value
 
-    def int(self, name: str, lo: int, hi: int, *, required: bool = True) -> int | None:
+    # ``int`` and ``str`` are methods below: inside the class, the annotations name the builtins
+    def int(self, name: builtins.str, lo: builtins.int, hi: builtins.int, *, required: bool = True) -> builtins.int | None:
         value = self.obj.get(name)
         if value is None and not required:
             return None
@@ -359,7 +364,7 @@ class _Fields:
             raise self.fail(name, f"'{name}' must be an integer from {lo} to {hi}")
         return value
 
-    def str(self, name: str, max_len: int) -> str:
+    def str(self, name: builtins.str, max_len: builtins.int) -> builtins.str:
         value = self.obj.get(name)
         if not isinstance(value, str) or not value:
             raise self.fail(name, f"'{name}' must be a non-empty string")
@@ -426,7 +431,7 @@ def _parse_claim(f: _Fields) -> Claim:
     return Claim(packet_id=f.id("packet_id"), req_id=f.req_id)  # type: ignore[arg-type]
 
 
-_PARSERS: Final = {
+_PARSERS: Final[dict[str, Callable[[_Fields], ClientMessage]]] = {
     "hello": _parse_hello,
     "ping": _parse_ping,
     "danmaku": _parse_danmaku,

@@ -347,10 +347,9 @@ class Viewer(LiveUser):
         if draw < PAY_RATIO:
             if self._order_call(order, "pay", self._payment_token(), expires_at_ms):
                 TALLY.order(order, "paid")
-        elif draw < PAY_RATIO + CANCEL_RATIO:
-            if self._order_call(order, "cancel", self.token, expires_at_ms):
-                TALLY.order(order, "cancelled")
-                interest.order = None
+        elif draw < PAY_RATIO + CANCEL_RATIO and self._order_call(order, "cancel", self.token, expires_at_ms):
+            TALLY.order(order, "cancelled")
+            interest.order = None
 
     def _order_call(self, order: str, action: str, token: str | None, expires_at_ms: int) -> bool:
         """Pay or cancel.  A 409 for a call that left after the deadline is the server holding it

@@ -62,7 +62,7 @@ MAX_DELAY_TICKS = 10
 class Cursor:
     """Where one viewer is in its room's danmaku."""
 
-    __slots__ = ("seq", "backlog")
+    __slots__ = ("backlog", "seq")
 
     def __init__(self) -> None:
         self.seq = 0  # the last danmaku seq this viewer was given or skipped
@@ -86,7 +86,7 @@ def thin(items: list[Item], keep: int) -> list[Item]:
 
 
 class _Feed:
-    __slots__ = ("pending", "last_seq", "filling", "thinned")
+    __slots__ = ("filling", "last_seq", "pending", "thinned")
 
     def __init__(self) -> None:
         self.pending: list[Item] = []
@@ -179,7 +179,7 @@ class DanmakuFanout:
     async def _fill(self, room: str, feed: _Feed, after: int, before: int) -> None:
         try:
             missing = await asyncio.wait_for(self._fetch_range(room, after, before), 5.0)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             log.warning("could not fill danmaku gap %d..%d in %s: %s", after, before, room, exc)
             missing = []
         if missing:

@@ -43,7 +43,7 @@ def normalize(text: str) -> str:
 class WordFilter:
     """Matches any of ``words`` anywhere in a text, after :func:`normalize`."""
 
-    __slots__ = ("words", "_automaton")
+    __slots__ = ("_automaton", "words")
 
     def __init__(self, words: Iterable[str]) -> None:
         normalized = {normalize(w) for w in words}

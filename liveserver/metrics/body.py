@@ -14,7 +14,7 @@ from .ratios import ratios, windows
 from .readings import ProductFunnel, RoomReadings
 
 if TYPE_CHECKING:
-    from ..seckill.service import Drop
+    from ..seckill.drop import Drop
 
 __all__ = ["ENDED_DROPS_SHOWN", "SERIES", "SERIES_MINUTES", "build_body", "to_minute"]
 

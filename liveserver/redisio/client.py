@@ -16,7 +16,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-__all__ = ["RedisClient", "connect", "connect_pubsub", "check_reachable", "describe_url"]
+__all__ = ["RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url"]
 
 RedisClient = Redis | RedisCluster
 
@@ -52,7 +52,7 @@ async def check_reachable(client: RedisClient, timeout_s: float = 3.0) -> None:
     """PING once; raise ``ConnectionError`` with a one-line reason if Redis does not answer."""
     try:
         await asyncio.wait_for(client.ping(), timeout_s)
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RedisError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ConnectionError(reason) from None
 

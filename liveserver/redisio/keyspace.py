@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DANMAKU_REQ_TTL_S", "DropKeys", "FINISHED_TTL_S", "Keyspace", "NODE_SET_TTL_MS", "PacketKeys", "RoomKeys"]
+__all__ = ["DANMAKU_REQ_TTL_S", "FINISHED_TTL_S", "NODE_SET_TTL_MS", "DropKeys", "Keyspace", "PacketKeys", "RoomKeys"]
 
 #: The fixed live-metrics keys of a room (RoomKeys.metric), expired with the room.
 METRIC_KEYS = ("uv", "peak", "counts", "products", "exposure_uv", "click_uv", "cart_uv",

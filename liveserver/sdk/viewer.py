@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed as _WsClosed
 
 from .errors import ConnectionClosed, ReplyError
 
-__all__ = ["ViewerClient", "JSON", "MSGPACK"]
+__all__ = ["JSON", "MSGPACK", "ViewerClient"]
 
 JSON = "liveserver.v1.json"
 MSGPACK = "liveserver.v1.msgpack"

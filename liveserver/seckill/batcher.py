@@ -27,7 +27,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["GrabBatcher", "GrabRequest", "UNKNOWN_OUTCOME", "unknown_outcome"]
+__all__ = ["UNKNOWN_OUTCOME", "GrabBatcher", "GrabRequest", "unknown_outcome"]
 
 
 @dataclass(frozen=True, slots=True)

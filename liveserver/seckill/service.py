@@ -77,7 +77,7 @@ class SeckillService:
         # comes back: the scheduler claims on Redis's clock and finishes only what is due).
         starts_guess = terms.window.starts_at(self._clock.now_ms())
         await self._book(rk, drop_id, starts_guess, starts_guess + terms.duration_ms)
-        code, starts, ends = await self._scripts.seckill_create(
+        _code, starts, ends = await self._scripts.seckill_create(
             keys=[dk.meta],
             args=[kind, drop_id, room_id, product_id, terms.price_cents, terms.discount_cents, terms.stock,
                   terms.per_user, terms.window.starts_ms, terms.window.countdown_ms, terms.duration_ms,

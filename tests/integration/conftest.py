@@ -17,8 +17,8 @@ from liveserver.auth import mint_token
 from liveserver.gateway import Gateway
 from liveserver.keys import GATEWAY, SERVICES
 from liveserver.sdk import JSON, HostClient, ViewerClient
-from liveserver.serving import start_site
 from liveserver.services import Services
+from liveserver.serving import start_site
 from liveserver.settings import Settings
 
 from ..conftest import SECRET, RedisProcess

@@ -159,7 +159,7 @@ async def test_no_doubles_at_the_seam_while_sending(start_node: StartNode, live_
         while asyncio.get_running_loop().time() < deadline:
             try:
                 f = await v.wait_for("danmaku", timeout_s=0.3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             ids.extend(i["id"] for i in f["items"])
         last = ids[-1] if ids else last

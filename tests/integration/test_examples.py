@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from ..conftest import free_port
 from .test_cli import dev_server  # noqa: F401 - the fixture
 

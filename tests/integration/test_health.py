@@ -16,9 +16,8 @@ from .conftest import RunningNode, StartNode, token
 
 
 async def _health(node: RunningNode) -> tuple[int, dict]:
-    async with HostClient(node.base_url) as anon:
-        async with anon._session.get(f"{node.base_url}/healthz?verbose=1") as r:  # noqa: SLF001
-            return r.status, await r.json()
+    async with HostClient(node.base_url) as anon, anon._session.get(f"{node.base_url}/healthz?verbose=1") as r:  # noqa: SLF001
+        return r.status, await r.json()
 
 
 async def _until(node: RunningNode, status: int, timeout_s: float = 5.0) -> dict:

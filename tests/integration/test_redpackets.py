@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 
 import pytest
@@ -136,7 +137,7 @@ async def test_rain_schedule_and_per_user_cap(start_node: StartNode) -> None:
     packets = rain["packets"]
     assert [p["total_cents"] for p in packets] == [1000, 1000, 1000]
     starts = [p["starts_at_ms"] for p in packets]
-    assert [b - a for a, b in zip(starts, starts[1:])] == [1000, 1000]
+    assert [b - a for a, b in itertools.pairwise(starts)] == [1000, 1000]
     got = []
     for p in packets:
         live = await v.wait_for("red_packet", timeout_s=4,

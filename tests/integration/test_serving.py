@@ -63,7 +63,7 @@ async def test_slowloris_connections_are_closed_and_others_served(start_node: St
             return await asyncio.wait_for(loop.sock_recv(s, 1024), 5.0) == b""
         except (ConnectionResetError, BrokenPipeError):
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     results = await asyncio.gather(*(closed(s) for s in socks))

@@ -233,7 +233,7 @@ async def test_invalid_utf8_in_a_text_frame_closes_1007(server: RunningNode, liv
         await ws.send_str(json.dumps({"type": "hello", "token": token("u8"), "room": live_room}))
         assert (await ws.receive_json(timeout=5))["type"] == "welcome"
         await ws.send_frame(b'{"type":"danmaku","text":"\xff\xfe"}', aiohttp.WSMsgType.TEXT)
-        while (msg := await ws.receive(timeout=5)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+        while (await ws.receive(timeout=5)).type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
             pass
         assert ws.close_code == 1007
 

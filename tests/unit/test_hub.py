@@ -54,7 +54,7 @@ async def test_a_reset_viewer_neither_raises_nor_cuts_the_push_short() -> None:
     viewers[3][1].closed = True
     viewers[3][1].report_closing = False  # ... or not yet: the write itself raises
     assert hub.deliver("r", {"type": "room", "status": "live"}) == 3
-    for i, (conn, transport) in enumerate(viewers):
+    for i, (_, transport) in enumerate(viewers):
         assert len(transport.written) == (0 if i in (2, 3) else 1)
     assert viewers[3][0].closing and viewers[3][0].enqueue(b"x") is False  # from now on a no-op
     for conn, _ in viewers:
@@ -64,7 +64,7 @@ async def test_a_reset_viewer_neither_raises_nor_cuts_the_push_short() -> None:
 async def test_the_danmaku_tick_survives_a_viewer_that_fails() -> None:
     hub = Hub(LIMITS)
     good, good_t = _conn(hub, "good")
-    bad, bad_t = _conn(hub, "bad")
+    _, bad_t = _conn(hub, "bad")
     late, late_t = _conn(hub, "late")
     await asyncio.sleep(0)
 

@@ -79,7 +79,7 @@ def test_close_codes_match_contract() -> None:
 
 
 def test_droppable_types_are_the_thinnable_ones_only() -> None:
-    assert DROPPABLE_TYPES == {"danmaku", "likes", "presence"}
+    assert {"danmaku", "likes", "presence"} == DROPPABLE_TYPES
     for control in ("room", "flash_sale", "coupon", "red_packet", "grab_result", "claim_result", "error"):
         assert control not in DROPPABLE_TYPES
 

@@ -134,7 +134,7 @@ def test_the_product_table() -> None:
         {"product_id": "p3", "exposure_uv": 0, "click_uv": 0, "order_count": 2, "paid_count": 2,
          "gmv_cents": 1000, "title": "Pot", "price_cents": None},  # its sale ended: no stock left shown
     ]
-    assert [list(r) for r in rows][0] == ["product_id", "exposure_uv", "click_uv", "order_count", "paid_count",
+    assert list(rows[0]) == ["product_id", "exposure_uv", "click_uv", "order_count", "paid_count",
                                           "gmv_cents", "title", "price_cents", "stock_left"]
 
 
