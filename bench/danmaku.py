@@ -30,9 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Bench, RedisServer, Row, bench_parser, done, fresh_prefix, liveserver, make_room  # noqa: E402
-from harness import ready, run_role, socketio_peer  # noqa: E402
-from wsload import WsConn, close_all, join, join_many, join_socketio, sio_keepalive  # noqa: E402
+from harness import Bench, RedisServer, Row, bench_parser, done, fresh_prefix, liveserver, make_room, ready, run_role, socketio_peer
+from wsload import WsConn, close_all, join, join_many, join_socketio, sio_keepalive
 
 # Senders send far above a viewer's limits: the benchmark measures fan-out, not rate limits.
 UNLIMITED = {"danmaku_user_rate": 1000, "danmaku_user_burst": 1000, "danmaku_room_rate": 100_000,

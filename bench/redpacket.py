@@ -26,9 +26,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ROOM, Bench, RedisServer, Row, bench_parser, done, fresh_prefix, make_room, pct  # noqa: E402
-from harness import raw_and_liveserver, raw_script_row, ready  # noqa: E402
-from wsload import WsConn, close_all, join, join_many  # noqa: E402
+from harness import (
+    ROOM,
+    Bench,
+    RedisServer,
+    Row,
+    bench_parser,
+    done,
+    fresh_prefix,
+    make_room,
+    pct,
+    raw_and_liveserver,
+    raw_script_row,
+    ready,
+)
+from wsload import WsConn, close_all, join, join_many
 
 
 def _make_packet(redis_url: str, prefix: str, packet_id: str, count: int) -> int:

@@ -137,7 +137,7 @@ def _measure(name: str, bench: Bench, argv: list[str], redis: RedisServer) -> tu
     print(f"\n## {name}: bench/{name}.py {' '.join(argv)}", flush=True)
     try:
         results = bench.run(args, redis)
-    except Exception as exc:  # noqa: BLE001 - reported in the table, with the traceback on stderr
+    except Exception as exc:
         traceback.print_exc()
         return [], [Row(name, "–", None, "–", None, True, problems=[f"{type(exc).__name__}: {exc}"])]
     print_table(bench.cols, results)
