@@ -27,6 +27,7 @@ import msgpack
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .redisio.client import RedisClient
 from .redisio.keyspace import Keyspace
 from .tasks import reraise_if_cancelling
 from .wire import encode_msgpack
@@ -47,7 +48,7 @@ class Broker:
 
     def __init__(
         self,
-        publisher: Any,
+        publisher: RedisClient,
         subscriber: Redis,
         keyspace: Keyspace,
         *,

@@ -9,7 +9,10 @@ so that a client's countdown ends when the script opens the sale.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .redisio.client import RedisClient
 
 __all__ = ["Clock", "offset_from_sample"]
 
@@ -29,7 +32,7 @@ class Clock:
     def now_ms(self) -> int:
         return int(time.time() * 1000 + self.offset_ms)
 
-    async def sync(self, redis: Any, samples: int = 3) -> None:
+    async def sync(self, redis: RedisClient, samples: int = 3) -> None:
         """Measure the offset; keep the sample with the shortest round trip."""
         best: tuple[float, float] | None = None
         for _ in range(samples):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from redis.exceptions import RedisError
 
 from ..hub import Hub
 from ..redisio import Keyspace
+from ..redisio.client import RedisClient
 from ..tasks import reraise_if_cancelling
 from .fanout import DanmakuFanout
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Likes:
-    def __init__(self, redis: Any, keyspace: Keyspace, hub: Hub, fanout: DanmakuFanout, push_s: float) -> None:
+    def __init__(self, redis: RedisClient, keyspace: Keyspace, hub: Hub, fanout: DanmakuFanout, push_s: float) -> None:
         self._redis = redis
         self._keys = keyspace
         self._hub = hub

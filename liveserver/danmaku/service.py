@@ -17,6 +17,7 @@ from typing import Any
 from ..auth import Principal
 from ..errors import Conflict, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..redisio.keyspace import DANMAKU_REQ_TTL_S
 from ..rooms.service import Room, RoomService, check_id, check_int
 from ..settings import Settings
@@ -103,7 +104,7 @@ def check_words(value: Any, name: str = "words") -> list[str]:
 
 
 class DanmakuService:
-    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService) -> None:
+    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace

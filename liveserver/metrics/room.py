@@ -46,8 +46,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ..clock import Clock
 from ..hub import Hub
 from ..redisio import Keyspace
+from ..redisio.client import RedisClient
 from ..seckill.drop import Drop
 from ..tasks import reraise_if_cancelling
 from .alerts import AlertRules, AlertTracker, SaleState, evaluate
@@ -57,6 +59,9 @@ from .tally import Tally
 
 __all__ = ["RoomMetrics"]
 
+#: a room's online count, read from Redis (presence)
+OnlineOf = Callable[[str], Awaitable[int]]
+
 log = logging.getLogger(__name__)
 
 PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
@@ -64,7 +69,7 @@ PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
 
 class RoomMetrics:
     def __init__(
-        self, redis: Any, keyspace: Keyspace, hub: Hub, clock: Any, online: Any, node_id: str, *,
+        self, redis: RedisClient, keyspace: Keyspace, hub: Hub, clock: Clock, online: dict[str, int], node_id: str, *,
         rules: AlertRules, drops_of: Callable[[str], Awaitable[list[Drop]]],
         packets_of: Callable[[str], Awaitable[tuple[int, int, list[dict[str, Any]]]]],
     ) -> None:
@@ -233,7 +238,7 @@ class RoomMetrics:
                         room_live=body["room_status"] == "live", sales=sales,
                         last_paid_ms=body["last_paid_at_ms"] or 0)
 
-    async def _push_room(self, room: str, online_of: Any) -> None:
+    async def _push_room(self, room: str, online_of: OnlineOf) -> None:
         online = await online_of(room)
         drops = await self._drops_of(room)
         body = await self._read(room, online, drops)
@@ -249,7 +254,7 @@ class RoomMetrics:
         self._hub.deliver(room, {"type": "metrics", **body}, hosts_only=True)
         self.pushed += 1
 
-    async def push(self, online_of: Any) -> None:
+    async def push(self, online_of: OnlineOf) -> None:
         """Send ``metrics`` (and ``alert`` when one fires or clears) to the hosts on this node,
         a few rooms at a time; a room that fails is logged and does not hold up the others."""
         rooms = [r for r in self._hub.rooms() if any(c.is_host for c in self._hub.room_connections(r))]
@@ -266,7 +271,7 @@ class RoomMetrics:
                 elif isinstance(result, BaseException):
                     log.error("metrics push for room %s failed", room, exc_info=result)
 
-    async def run(self, online_of: Any) -> None:
+    async def run(self, online_of: OnlineOf) -> None:
         while True:
             reraise_if_cancelling()
             await asyncio.sleep(1.0)

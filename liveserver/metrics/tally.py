@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+
+from ..redisio.client import RedisClient
 
 __all__ = ["METRIC_TTL_S", "Tally"]
 
@@ -61,7 +62,7 @@ class Tally:
         for k, score in other.top.items():
             self.highest(*k, score)
 
-    async def write(self, redis: Any) -> int:
+    async def write(self, redis: RedisClient) -> int:
         """Write it all; returns how many commands Redis refused.  A refused command (a key of the
         wrong type, say) is logged and skipped: retrying cannot help it, and the others were
         applied.  A lost connection raises, and the caller keeps the tally for the next try."""

@@ -22,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..redisio.keyspace import NODE_SET_TTL_MS
 from ..tasks import reraise_if_cancelling
 
@@ -42,7 +42,7 @@ Pair = tuple[str, str]
 class Presence:
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         scripts: Scripts,
         keyspace: Keyspace,
         node_id: str,

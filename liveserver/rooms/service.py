@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..auth import Principal, Role
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..wire import ID_RE
 
 __all__ = [
     "MAX_PRICE_CENTS", "Product", "Room", "RoomService", "check_id", "check_int", "check_product", "check_title",
 ]
+
+#: publish a message to every node holding viewers of a room (the broker's ``publish``)
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 MAX_TITLE = 100
 MAX_PRICE_CENTS = 10**11  # a billion in currency units: far beyond any product
@@ -120,7 +125,7 @@ def check_product(product_id: str, body: dict[str, Any]) -> Product:
 class RoomService:
     """Room operations.  ``publish(room, msg)`` sends a room event to every node."""
 
-    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, publish: Any, ended_ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, publish: Publish, ended_ttl_s: int) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keyspace

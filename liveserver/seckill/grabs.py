@@ -17,6 +17,7 @@ from typing import Any
 from ..auth import Principal
 from ..clock import Clock
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..settings import Settings
 from ..wire import ID_RE
 from .batcher import GrabBatcher, GrabRequest
@@ -48,7 +49,7 @@ class _Seen:
 class Grabs:
     """Answers grabs; ``counts``, ``fraud`` and ``local_answers`` are read by ``/metrics``."""
 
-    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, settings: Settings, clock: Clock,
+    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, settings: Settings, clock: Clock,
                  is_subscribed: Callable[[str], bool], is_blocked: Callable[[str], bool]) -> None:
         self._redis = redis
         self._scripts = scripts

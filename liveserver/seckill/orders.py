@@ -17,6 +17,7 @@ from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Forbidden, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..redisio.keyspace import DropKeys
 from ..rooms.service import RoomService
 from ..wire import ID_RE
@@ -28,7 +29,7 @@ __all__ = ["Orders"]
 class Orders:
     """Reads, pays and cancels orders; ``load_drop``: a drop by its id (None: no such drop)."""
 
-    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, rooms: RoomService, clock: Clock,
+    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, rooms: RoomService, clock: Clock,
                  load_drop: Callable[[str], Awaitable[Drop | None]]) -> None:
         self._redis = redis
         self._scripts = scripts

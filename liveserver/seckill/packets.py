@@ -20,6 +20,7 @@ from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..redisio.keyspace import FINISHED_TTL_S
 from ..rooms.service import RoomService, check_int
 from ..settings import Settings
@@ -49,7 +50,7 @@ def packet_status(claimed: int, count: int, starts: int, expires: int, now: int)
 
 
 class RedPacketService:
-    def __init__(self, redis: Any, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService,
+    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService,
                  clock: Clock, is_blocked: Callable[[str], bool], rng: random.Random | None = None) -> None:
         self._redis = redis
         self._scripts = scripts

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..redisio.keyspace import FINISHED_TTL_S
 from ..tasks import reraise_if_cancelling
 from .packets import RedPacketService
@@ -37,7 +38,7 @@ EXPIRE_BATCH = 500
 
 class DropScheduler:
     def __init__(
-        self, redis: Any, scripts: Scripts, keyspace: Keyspace, clock: Clock, seckill: SeckillService,
+        self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, clock: Clock, seckill: SeckillService,
         packets: RedPacketService, node_id: str, *, schedule_s: float, sweep_s: float,
     ) -> None:
         self._redis = redis

@@ -18,6 +18,7 @@ from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
 from ..redisio import Keyspace, Scripts
+from ..redisio.client import RedisClient
 from ..redisio.keyspace import RoomKeys
 from ..rooms.service import RoomService, check_id
 from ..settings import Settings
@@ -37,7 +38,7 @@ class SeckillService:
 
     def __init__(
         self,
-        redis: Any,
+        redis: RedisClient,
         scripts: Scripts,
         keyspace: Keyspace,
         settings: Settings,
