@@ -33,7 +33,7 @@ from .hub import Hub, QueueLimits
 from .metrics.alerts import AlertRules
 from .metrics.prom import Counters, Metrics
 from .metrics.room import RoomMetrics
-from .redisio import Keyspace, RedisClient, Scripts, connect, connect_pubsub
+from .redisio import Keyspace, RedisClient, Scripts, Store, connect, connect_pubsub
 from .rooms.presence import Presence
 from .rooms.service import RoomService
 from .routing import Router
@@ -182,21 +182,22 @@ def build_services(settings: Settings, redis: RedisClient, subscriber: Redis) ->
     broker = Broker(redis, subscriber, keys, is_wanted=hub.has_room)
     metrics = Metrics()
     scripts = Scripts(redis, metrics)
-    presence = Presence(redis, scripts, keys, node_id, hub.has_user,
+    store = Store(redis, scripts, keys)
+    presence = Presence(store, node_id, hub.has_user,
                         ttl_s=s.presence_ttl_s, beat_s=s.presence_beat_s, push_s=s.presence_push_s)
-    rooms = RoomService(redis, scripts, keys, broker.publish, s.ended_room_ttl_s)
-    danmaku = DanmakuService(redis, scripts, keys, s, rooms)
+    rooms = RoomService(store, broker.publish, s.ended_room_ttl_s)
+    danmaku = DanmakuService(store, s, rooms)
     fanout = DanmakuFanout(
         hub, danmaku.history_range, tick_s=s.danmaku_tick_s, items_per_tick=s.danmaku_items_per_tick,
         lag_items_per_tick=s.danmaku_lag_items_per_tick, lag_frames=s.danmaku_lag_frames,
         max_waiting=s.danmaku_room_burst,
     )
     likes = Likes(redis, keys, hub, fanout, s.likes_push_s)
-    seckill = SeckillService(redis, scripts, keys, s, rooms, clock, broker.is_subscribed)
-    packets = RedPacketService(redis, scripts, keys, s, rooms, clock, seckill.is_blocked)
+    seckill = SeckillService(store, s, rooms, clock, broker.is_subscribed)
+    packets = RedPacketService(store, s, rooms, clock, seckill.is_blocked)
     rooms.on_end.append(seckill.end_room)
     rooms.on_end.append(packets.end_room)
-    scheduler = DropScheduler(redis, scripts, keys, clock, seckill, packets, node_id,
+    scheduler = DropScheduler(store, clock, seckill, packets, node_id,
                               schedule_s=s.schedule_interval_s, sweep_s=s.sweep_interval_s)
     room_metrics = RoomMetrics(
         redis, keys, hub, clock, presence.online_cache, node_id,

@@ -16,9 +16,8 @@ from typing import Any
 
 from ..auth import Principal
 from ..errors import Conflict, Invalid, NotFound
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
 from ..redisio.keyspace import DANMAKU_REQ_TTL_S
+from ..redisio.store import Store
 from ..rooms.service import Room, RoomService, check_id, check_int
 from ..settings import Settings
 from .filter import WordFilter
@@ -104,10 +103,8 @@ def check_words(value: Any, name: str = "words") -> list[str]:
 
 
 class DanmakuService:
-    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+    def __init__(self, store: Store, settings: Settings, rooms: RoomService) -> None:
+        self._redis, self._scripts, self._keys = store
         self._s = settings
         self._rooms = rooms
         self._file_words: list[str] = self._read_words_file(settings.banned_words_file)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from .client import RedisClient, check_reachable, connect, connect_pubsub, describe_url
 from .keyspace import Keyspace, RoomKeys
 from .scripts import Scripts
+from .store import Store
 
 __all__ = [
     "Keyspace",
     "RedisClient",
     "RoomKeys",
     "Scripts",
+    "Store",
     "check_reachable",
     "connect",
     "connect_pubsub",

@@ -26,9 +26,8 @@ from collections.abc import Callable
 from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
 from ..redisio.keyspace import NODE_SET_TTL_MS
+from ..redisio.store import Store
 from ..tasks import reraise_if_cancelling
 
 __all__ = ["Presence"]
@@ -42,9 +41,7 @@ Pair = tuple[str, str]
 class Presence:
     def __init__(
         self,
-        redis: RedisClient,
-        scripts: Scripts,
-        keyspace: Keyspace,
+        store: Store,
         node_id: str,
         is_present: Callable[[str, str], bool],
         *,
@@ -52,15 +49,13 @@ class Presence:
         beat_s: float,
         push_s: float,
     ) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+        self._redis, self._scripts, self._keys = store
         self.node_id = node_id
         self._is_present = is_present
         self._ttl_ms = int(ttl_s * 1000)
         self._beat_s = beat_s
         self._push_s = push_s
-        self._pipelined = not isinstance(redis, RedisCluster)  # a cluster pipeline cannot run scripts
+        self._pipelined = not isinstance(store.redis, RedisCluster)  # a cluster pipeline cannot run scripts
         self._joined: set[Pair] = set()  # pairs this node has counted in Redis
         self._dirty: set[Pair] = set()  # pairs whose last change failed: retried by the beat
         self._locks: dict[Pair, tuple[asyncio.Lock, int]] = {}

@@ -16,8 +16,7 @@ from typing import Any
 
 from ..auth import Principal, Role
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
+from ..redisio.store import Store
 from ..wire import ID_RE
 
 __all__ = [
@@ -125,10 +124,8 @@ def check_product(product_id: str, body: dict[str, Any]) -> Product:
 class RoomService:
     """Room operations.  ``publish(room, msg)`` sends a room event to every node."""
 
-    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, publish: Publish, ended_ttl_s: int) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+    def __init__(self, store: Store, publish: Publish, ended_ttl_s: int) -> None:
+        self._redis, self._scripts, self._keys = store
         self._publish = publish
         self._ended_ttl_s = ended_ttl_s
         #: called with the room id after a room ends (its drops end too)

@@ -16,8 +16,7 @@ from typing import Any
 
 from ..auth import Principal
 from ..clock import Clock
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
+from ..redisio.store import Store
 from ..settings import Settings
 from ..wire import ID_RE
 from .batcher import GrabBatcher, GrabRequest
@@ -49,11 +48,9 @@ class _Seen:
 class Grabs:
     """Answers grabs; ``counts``, ``fraud`` and ``local_answers`` are read by ``/metrics``."""
 
-    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, settings: Settings, clock: Clock,
+    def __init__(self, store: Store, settings: Settings, clock: Clock,
                  is_subscribed: Callable[[str], bool], is_blocked: Callable[[str], bool]) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+        self._redis, self._scripts, self._keys = store
         self._s = settings
         self._clock = clock
         self._is_subscribed = is_subscribed

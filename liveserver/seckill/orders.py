@@ -16,9 +16,8 @@ from typing import Any
 from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Forbidden, NotFound
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
 from ..redisio.keyspace import DropKeys
+from ..redisio.store import Store
 from ..rooms.service import RoomService
 from ..wire import ID_RE
 from .drop import Drop
@@ -29,11 +28,9 @@ __all__ = ["Orders"]
 class Orders:
     """Reads, pays and cancels orders; ``load_drop``: a drop by its id (None: no such drop)."""
 
-    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, rooms: RoomService, clock: Clock,
+    def __init__(self, store: Store, rooms: RoomService, clock: Clock,
                  load_drop: Callable[[str], Awaitable[Drop | None]]) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+        self._redis, self._scripts, self._keys = store
         self._rooms = rooms
         self._clock = clock
         self._load_drop = load_drop

@@ -19,9 +19,8 @@ from typing import Any
 from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
 from ..redisio.keyspace import FINISHED_TTL_S
+from ..redisio.store import Store
 from ..rooms.service import RoomService, check_int
 from ..settings import Settings
 from ..wire import ID_RE
@@ -50,11 +49,9 @@ def packet_status(claimed: int, count: int, starts: int, expires: int, now: int)
 
 
 class RedPacketService:
-    def __init__(self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, settings: Settings, rooms: RoomService,
+    def __init__(self, store: Store, settings: Settings, rooms: RoomService,
                  clock: Clock, is_blocked: Callable[[str], bool], rng: random.Random | None = None) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+        self._redis, self._scripts, self._keys = store
         self._rooms = rooms
         self._clock = clock
         self._is_blocked = is_blocked

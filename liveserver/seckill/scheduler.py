@@ -22,9 +22,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ..clock import Clock
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
 from ..redisio.keyspace import FINISHED_TTL_S
+from ..redisio.store import Store
 from ..tasks import reraise_if_cancelling
 from .packets import RedPacketService
 from .service import SeckillService
@@ -38,12 +37,10 @@ EXPIRE_BATCH = 500
 
 class DropScheduler:
     def __init__(
-        self, redis: RedisClient, scripts: Scripts, keyspace: Keyspace, clock: Clock, seckill: SeckillService,
+        self, store: Store, clock: Clock, seckill: SeckillService,
         packets: RedPacketService, node_id: str, *, schedule_s: float, sweep_s: float,
     ) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+        self._redis, self._scripts, self._keys = store
         self._clock = clock
         self._seckill = seckill
         self._packets = packets

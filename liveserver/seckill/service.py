@@ -17,9 +17,8 @@ from typing import Any
 from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, Invalid, NotFound
-from ..redisio import Keyspace, Scripts
-from ..redisio.client import RedisClient
 from ..redisio.keyspace import RoomKeys
+from ..redisio.store import Store
 from ..rooms.service import RoomService, check_id
 from ..settings import Settings
 from ..wire import ID_RE
@@ -38,23 +37,19 @@ class SeckillService:
 
     def __init__(
         self,
-        redis: RedisClient,
-        scripts: Scripts,
-        keyspace: Keyspace,
+        store: Store,
         settings: Settings,
         rooms: RoomService,
         clock: Clock,
         is_subscribed: Any,
     ) -> None:
-        self._redis = redis
-        self._scripts = scripts
-        self._keys = keyspace
+        self._redis, self._scripts, self._keys = store
         self._rooms = rooms
         self._clock = clock
         self._settled: dict[str, Drop] = {}  # ended drops with nothing left to pay: they never change
         self.blocklist: frozenset[str] = frozenset()
-        self.grabs = Grabs(redis, scripts, keyspace, settings, clock, is_subscribed, self.is_blocked)
-        self.orders = Orders(redis, scripts, keyspace, rooms, clock, self._load)
+        self.grabs = Grabs(store, settings, clock, is_subscribed, self.is_blocked)
+        self.orders = Orders(store, rooms, clock, self._load)
 
     # -- creating ----------------------------------------------------------------
 
