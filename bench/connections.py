@@ -39,22 +39,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    ROOM,
-    Bench,
-    RedisServer,
-    Row,
-    bench_parser,
-    done,
-    fresh_prefix,
-    liveserver,
-    make_room,
-    pct,
-    raise_nofile,
-    ready,
-    run_role,
-    socketio_peer,
-)
+from harness import ROOM, Bench, RedisServer, Row, bench_parser, done, fresh_prefix, liveserver
+from harness import make_room, pct, raise_nofile, ready, run_role, socketio_peer
 from wsload import WsConn, close_all, join, join_many, join_socketio, token
 
 # Files a server needs beside its viewers' sockets (Redis pool, pub/sub, listener, epoll, ...).

@@ -26,20 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (
-    ROOM,
-    Bench,
-    RedisServer,
-    Row,
-    bench_parser,
-    done,
-    fresh_prefix,
-    make_room,
-    pct,
-    raw_and_liveserver,
-    raw_script_row,
-    ready,
-)
+from harness import ROOM, Bench, RedisServer, Row, bench_parser, done, fresh_prefix, make_room, pct
+from harness import raw_and_liveserver, raw_script_row, ready
 from wsload import WsConn, close_all, join, join_many
 
 
