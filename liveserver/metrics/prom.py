@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -58,11 +58,41 @@ class CounterSource(Protocol):
     def counters(self) -> Counters: ...
 
 
-def _labelled(name: str, doc: str, labels: list[str], values: Mapping[Any, int]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=labels)
-    for key, n in sorted(values.items()):
-        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
-    return family
+#: Each counter the collector yields, in order: (gauge?, metric name, help, ``Counters`` field, labels).
+#: A labelled one reads a mapping from label values to counts.
+_FAMILIES: tuple[tuple[bool, str, str, str, tuple[str, ...]], ...] = (
+    (True, "liveserver_connections", "Open WebSocket connections", "connections", ()),
+    (True, "liveserver_rooms", "Rooms with viewers on this node", "rooms", ()),
+    (False, "liveserver_frames_sent", "WebSocket frames written to clients", "frames_sent", ()),
+    (False, "liveserver_frames_dropped",
+     "Droppable frames (danmaku, likes, presence) not sent to viewers that could not keep up", "frames_dropped", ()),
+    (False, "liveserver_slow_consumers_closed", "Connections closed with 4008 as slow consumers", "slow_closed", ()),
+    (False, "liveserver_room_messages_delivered", "Room messages fanned out by the hub", "messages_delivered", ()),
+    (False, "liveserver_danmaku_items_delivered", "Danmaku items handed to viewers' sockets (items x viewers)",
+     "danmaku_delivered", ()),
+    (False, "liveserver_danmaku_items_thinned",
+     "Danmaku items not delivered to viewers that could not keep up (items x viewers)", "danmaku_thinned", ()),
+    (False, "liveserver_grabs", "Grabs answered, by kind and answer", "grabs", ("kind", "answer")),
+    (False, "liveserver_grabs_refused", "Grabs refused by an anti-fraud rule", "grabs_refused", ("rule",)),
+    (False, "liveserver_grabs_answered_locally", "Hopeless grabs answered by the node without Redis",
+     "grabs_answered_locally", ()),
+    (False, "liveserver_claims", "Red-packet claims answered, by answer", "claims", ("answer",)),
+    (False, "liveserver_drop_script_calls", "Grab and claim script calls (each carries a batch)", "drop_script_calls", ()),
+    (False, "liveserver_broker_messages_received", "Pub/sub messages received from Redis", "broker_received", ()),
+    (False, "liveserver_broker_errors", "Pub/sub connection errors", "broker_errors", ()),
+    (False, "liveserver_delivery_errors",
+     "Deliveries to one viewer that failed (a bug): logged, that viewer closed, the others served", "delivery_errors", ()),
+    (False, "liveserver_http_header_timeouts", "Connections closed for an incomplete request head (slowloris)",
+     "http_header_timeouts", ()),
+    (False, "liveserver_http_malformed_requests", "Requests answered 4xx before routing (bad framing, headers, method)",
+     "http_malformed", ()),
+    (False, "liveserver_redis_rollbacks_detected",
+     "Danmaku ids this node had seen that Redis no longer had (it lost its last writes in a crash or failover)",
+     "rollbacks", ()),
+    (False, "liveserver_background_loop_failures", "Background loops that died and were restarted", "loop_failures",
+     ("loop",)),
+    (True, "liveserver_background_loops_down", "Background loops not running now (/healthz fails)", "loops_down", ()),
+)
 
 
 class _Collector(Collector):
@@ -70,71 +100,18 @@ class _Collector(Collector):
         self._source = source
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        c = self._source.counters()
-        yield GaugeMetricFamily("liveserver_connections", "Open WebSocket connections", value=c.connections)
-        yield GaugeMetricFamily("liveserver_rooms", "Rooms with viewers on this node", value=c.rooms)
-        yield CounterMetricFamily("liveserver_frames_sent", "WebSocket frames written to clients", value=c.frames_sent)
-        yield CounterMetricFamily(
-            "liveserver_frames_dropped",
-            "Droppable frames (danmaku, likes, presence) not sent to viewers that could not keep up",
-            value=c.frames_dropped,
-        )
-        yield CounterMetricFamily(
-            "liveserver_slow_consumers_closed", "Connections closed with 4008 as slow consumers", value=c.slow_closed
-        )
-        yield CounterMetricFamily(
-            "liveserver_room_messages_delivered", "Room messages fanned out by the hub", value=c.messages_delivered
-        )
-        yield CounterMetricFamily(
-            "liveserver_danmaku_items_delivered",
-            "Danmaku items handed to viewers' sockets (items x viewers)",
-            value=c.danmaku_delivered,
-        )
-        yield CounterMetricFamily(
-            "liveserver_danmaku_items_thinned",
-            "Danmaku items not delivered to viewers that could not keep up (items x viewers)",
-            value=c.danmaku_thinned,
-        )
-        yield _labelled("liveserver_grabs", "Grabs answered, by kind and answer", ["kind", "answer"], c.grabs)
-        yield _labelled("liveserver_grabs_refused", "Grabs refused by an anti-fraud rule", ["rule"], c.grabs_refused)
-        yield CounterMetricFamily(
-            "liveserver_grabs_answered_locally", "Hopeless grabs answered by the node without Redis",
-            value=c.grabs_answered_locally,
-        )
-        yield _labelled("liveserver_claims", "Red-packet claims answered, by answer", ["answer"], c.claims)
-        yield CounterMetricFamily(
-            "liveserver_drop_script_calls", "Grab and claim script calls (each carries a batch)",
-            value=c.drop_script_calls,
-        )
-        yield CounterMetricFamily(
-            "liveserver_broker_messages_received", "Pub/sub messages received from Redis", value=c.broker_received
-        )
-        yield CounterMetricFamily("liveserver_broker_errors", "Pub/sub connection errors", value=c.broker_errors)
-        yield CounterMetricFamily(
-            "liveserver_delivery_errors",
-            "Deliveries to one viewer that failed (a bug): logged, that viewer closed, the others served",
-            value=c.delivery_errors,
-        )
-        yield CounterMetricFamily(
-            "liveserver_http_header_timeouts", "Connections closed for an incomplete request head (slowloris)",
-            value=c.http_header_timeouts,
-        )
-        yield CounterMetricFamily(
-            "liveserver_http_malformed_requests", "Requests answered 4xx before routing (bad framing, headers, method)",
-            value=c.http_malformed,
-        )
-        yield CounterMetricFamily(
-            "liveserver_redis_rollbacks_detected",
-            "Danmaku ids this node had seen that Redis no longer had (it lost its last writes in a crash or failover)",
-            value=c.rollbacks,
-        )
-        yield _labelled(
-            "liveserver_background_loop_failures", "Background loops that died and were restarted", ["loop"],
-            c.loop_failures,
-        )
-        yield GaugeMetricFamily(
-            "liveserver_background_loops_down", "Background loops not running now (/healthz fails)", value=c.loops_down
-        )
+        counters = self._source.counters()
+        for gauge, name, doc, field, labels in _FAMILIES:
+            value = getattr(counters, field)
+            if gauge:
+                yield GaugeMetricFamily(name, doc, value=value)
+            elif not labels:
+                yield CounterMetricFamily(name, doc, value=value)
+            else:
+                family = CounterMetricFamily(name, doc, labels=list(labels))
+                for key, n in sorted(value.items()):
+                    family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+                yield family
 
 
 class Metrics:
