@@ -168,12 +168,8 @@ class Session:
                 await self._read_loop()
         except Exception:  # a bug: logged, and the client hears it (error frame, 1011), never a silent 1000
             log.exception("WebSocket session of %s failed", self.who)
-            self.services.metrics.ws_errors.labels(code=ErrorCode.INTERNAL).inc()
-            if self.conn is None:
+            if self.conn is None or not self.conn.closing:
                 await self._refuse(Rejection(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL, "internal error"), None)
-            elif not self.conn.closing:
-                self.conn.send(error_message(ErrorCode.INTERNAL, "internal error"))
-                self.conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._teardown()
 

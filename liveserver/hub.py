@@ -113,7 +113,7 @@ class Connection:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue.entries)
 
     @property
     def dropped(self) -> int:
@@ -132,7 +132,7 @@ class Connection:
         if self.closing:
             return False
         queue = self._queue
-        if not queue and self._writer is not None and not self._protocol.writing_paused:
+        if not queue.entries and self._writer is not None and not self._protocol.writing_paused:
             transport = self._transport
             if transport.is_closing():  # the peer went away and the reader has not noticed yet
                 self.abort()
@@ -143,7 +143,8 @@ class Connection:
                 self.abort()
                 return False
             self._stats.frames_sent += 1
-            queue.wrote()
+            if queue.full_since is not None:
+                queue.wrote()
             return True
         pushed = queue.push(frame, droppable, time.monotonic() if droppable else 0.0)
         if pushed is Push.WAKE:
@@ -195,9 +196,10 @@ class Connection:
 
     async def _write_loop(self) -> None:
         queue, wakeup, stats, transport, protocol = self._queue, self._wakeup, self._stats, self._transport, self._protocol
+        entries = queue.entries
         try:
             while True:
-                if not queue:
+                if not entries:
                     wakeup.clear()
                     await wakeup.wait()
                     continue
@@ -206,7 +208,7 @@ class Connection:
                 if protocol.writing_paused:
                     await self._drain()
                     continue
-                entry = queue.pop()
+                entry = entries.popleft()
                 if type(entry) is bytes:
                     transport.write(entry)
                     stats.frames_sent += 1

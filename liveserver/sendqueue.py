@@ -42,34 +42,39 @@ class Closing:
 
 
 class SendQueue:
-    """The frames waiting for one connection's writer, and the rules that bound them."""
+    """The frames waiting for one connection's writer, and the rules that bound them.
 
-    __slots__ = ("_droppable_frames", "_entries", "_full_since", "_queue_frames", "_slow_timeout_s", "dropped")
+    ``entries`` is the queue itself, for the I/O shell's hot paths (is anything waiting?
+    the next entry), which run per viewer per frame and so avoid a method call; only
+    :meth:`push`, :meth:`push_first` and :meth:`close` add to it.  ``full_since`` is the
+    slow-consumer clock: None while the consumer keeps up."""
+
+    __slots__ = ("_droppable_frames", "_queue_frames", "_slow_timeout_s", "dropped", "entries", "full_since")
 
     def __init__(self, queue_frames: int, droppable_frames: int, slow_timeout_s: float) -> None:
-        self._entries: deque[bytes | Closing] = deque()
+        self.entries: deque[bytes | Closing] = deque()
         self._queue_frames = queue_frames
         self._droppable_frames = droppable_frames
         self._slow_timeout_s = slow_timeout_s
-        self._full_since: float | None = None  # when the droppable limit was first hit, since a frame last went
+        self.full_since: float | None = None  # when the droppable limit was first hit, since a frame last went
         self.dropped = 0  # droppable frames dropped, over the connection's life
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     def push(self, frame: bytes, droppable: bool, now: float) -> Push:
         """Queue ``frame`` if the rules let it wait (see the module's docstring)."""
-        entries = self._entries
+        entries = self.entries
         n = len(entries)
         if droppable:
             if n >= self._droppable_frames:
                 self.dropped += 1
-                if self._full_since is None:
-                    self._full_since = now
-                elif now - self._full_since > self._slow_timeout_s:
+                if self.full_since is None:
+                    self.full_since = now
+                elif now - self.full_since > self._slow_timeout_s:
                     return Push.CLOSE
                 return Push.DROPPED
-            self._full_since = None
+            self.full_since = None
         elif n >= self._queue_frames:
             return Push.CLOSE
         entries.append(frame)
@@ -77,20 +82,20 @@ class SendQueue:
 
     def wrote(self) -> None:
         """A frame went straight to the socket (nothing was waiting): the consumer keeps up."""
-        self._full_since = None
+        self.full_since = None
 
     def push_first(self, frames: list[bytes]) -> None:
         """Put ``frames`` ahead of everything queued (the ``welcome`` and its replay), whatever the limits."""
-        self._entries.extendleft(reversed(frames))
+        self.entries.extendleft(reversed(frames))
 
     def close(self, code: int, reason: str) -> None:
         """Close with ``code`` once what is queued now is written."""
-        self._entries.append(Closing(code, reason))
+        self.entries.append(Closing(code, reason))
 
     def pop(self) -> bytes | Closing | None:
         """The next entry for the writer, or None if nothing waits."""
-        return self._entries.popleft() if self._entries else None
+        return self.entries.popleft() if self.entries else None
 
     def clear(self) -> None:
         """Forget what waits (the connection is gone, or closes as too slow)."""
-        self._entries.clear()
+        self.entries.clear()
