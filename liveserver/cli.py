@@ -93,7 +93,9 @@ def _run(coro: Any) -> int:
         return asyncio.run(coro)
 
 
-async def _serve(settings: Settings, sock: socket.socket) -> int:
+async def _serve(settings: Settings, sock: socket.socket, parent_pid: int | None = None) -> int:
+    """Serve on ``sock`` until SIGTERM, SIGINT or SIGHUP (or, for a worker, until its
+    supervisor ``parent_pid`` is gone), then drain."""
     from .app import create_app
     from .dev import seed_demo
     from .keys import SERVICES
@@ -124,14 +126,26 @@ async def _serve(settings: Settings, sock: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal closed; drain as for SIGTERM
         loop.add_signal_handler(sig, stop.set)
+    orphan_watch = loop.create_task(_watch_parent(parent_pid, stop)) if parent_pid is not None else None
     await stop.wait()
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     log.info("draining: refusing new connections, closing sockets with 1012")
     await runner.cleanup()
     log.info("stopped")
     return 0
 
 
-def _worker(settings: Settings, index: int) -> None:
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, period_s: float = 1.0) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM) is re-parented: it drains and exits
+    instead of serving on alone, unsupervised, on the shared port."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(period_s)
+    log.warning("the supervisor (pid %d) is gone: draining", parent_pid)
+    stop.set()
+
+
+def _worker(settings: Settings, index: int, parent_pid: int) -> None:
     """A worker process of ``--workers N``: binds the shared port with SO_REUSEPORT."""
     _setup_logging(settings.log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C (and SIGHUP) into SIGTERM
@@ -140,7 +154,7 @@ def _worker(settings: Settings, index: int) -> None:
         sock = _bind(settings.host, settings.port, reuse_port=True)
     except OSError as exc:
         sys.exit(_fail(f"worker {index} cannot listen on {settings.host}:{settings.port}: {exc.strerror}", EXIT_RUNTIME))
-    sys.exit(_run(_serve(settings, sock)))
+    sys.exit(_run(_serve(settings, sock, parent_pid)))
 
 
 def _supervise(settings: Settings) -> int:
@@ -149,7 +163,7 @@ def _supervise(settings: Settings) -> int:
     procs: dict[int, Any] = {}
 
     def spawn(i: int) -> None:
-        p = ctx.Process(target=_worker, args=(settings, i), name=f"liveserver-worker-{i}")
+        p = ctx.Process(target=_worker, args=(settings, i, os.getpid()), name=f"liveserver-worker-{i}")
         p.start()
         procs[i] = p
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
@@ -251,6 +252,32 @@ async def test_workers_share_port_and_rooms(redis_server: RedisProcess, key_pref
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
         finish(proc)
+
+
+async def test_workers_drain_when_their_supervisor_is_killed(redis_server: RedisProcess, key_prefix: str) -> None:
+    """SIGKILL (or the OOM killer) takes the supervisor of --workers: its workers notice within a
+    second or two, close their viewers with 1012 and exit, instead of serving on unsupervised."""
+    port = free_port()
+    proc = spawn("--port", str(port), "--workers", "2", "--redis-url", redis_server.url,
+                 env={"LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": key_prefix})
+    workers: list[psutil.Process] = []
+    try:
+        await asyncio.to_thread(wait_healthy, port, proc)
+        workers = [c for c in psutil.Process(proc.pid).children() if "python" in c.name().lower()]
+        assert len(workers) >= 2
+        async with HostClient(f"http://127.0.0.1:{port}", token("h", "host")) as h:
+            await h.create_room("orphans", room_id="o-room")
+            await h.start_room("o-room")
+        viewer = await ViewerClient.connect(f"ws://127.0.0.1:{port}/ws", token("v"), "o-room")
+        proc.kill()
+        assert await viewer.wait_closed(timeout_s=15) == 1012
+        _, alive = await asyncio.to_thread(psutil.wait_procs, workers, 20)
+        assert alive == []
+    finally:
+        finish(proc)
+        for w in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                w.kill()
 
 
 def test_tls_flags_are_checked() -> None:
