@@ -50,34 +50,27 @@ commands: dict[type, Command] = {Grab: on_grab, Claim: on_claim}
 # -- HTTP: flash sales and coupons ------------------------------------------------------------
 
 
-@routes.post("/api/v1/rooms/{room}/flash-sales")
-async def create_sale(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    who = await writer_principal(request)
-    body = await services.seckill.create(request.match_info["room"], who, await read_json(request), "sale")
-    return json_response(body, status=201)
+def _drop_routes(kind: str, collection: str) -> None:
+    """Create (host) and read (anyone signed in) one kind of drop: the same handlers for a
+    flash sale and a coupon, which differ only in their kind and their path."""
+
+    async def create(request: web.Request) -> web.Response:
+        services = request.app[SERVICES]
+        who = await writer_principal(request)
+        body = await services.seckill.create(request.match_info["room"], who, await read_json(request), kind)
+        return json_response(body, status=201)
+
+    async def get(request: web.Request) -> web.Response:
+        principal(request)
+        services = request.app[SERVICES]
+        return json_response(await services.seckill.get(request.match_info["room"], request.match_info[kind], kind))
+
+    routes.post(f"/api/v1/rooms/{{room}}/{collection}")(create)
+    routes.get(f"/api/v1/rooms/{{room}}/{collection}/{{{kind}}}")(get)
 
 
-@routes.get("/api/v1/rooms/{room}/flash-sales/{sale}")
-async def get_sale(request: web.Request) -> web.Response:
-    principal(request)
-    services = request.app[SERVICES]
-    return json_response(await services.seckill.get(request.match_info["room"], request.match_info["sale"], "sale"))
-
-
-@routes.post("/api/v1/rooms/{room}/coupons")
-async def create_coupon(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    who = await writer_principal(request)
-    body = await services.seckill.create(request.match_info["room"], who, await read_json(request), "coupon")
-    return json_response(body, status=201)
-
-
-@routes.get("/api/v1/rooms/{room}/coupons/{coupon}")
-async def get_coupon(request: web.Request) -> web.Response:
-    principal(request)
-    services = request.app[SERVICES]
-    return json_response(await services.seckill.get(request.match_info["room"], request.match_info["coupon"], "coupon"))
+_drop_routes("sale", "flash-sales")
+_drop_routes("coupon", "coupons")
 
 
 async def _http_grab(request: web.Request, kind: str, drop_id: str) -> web.Response:
