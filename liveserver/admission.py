@@ -167,6 +167,8 @@ def welcome_message(result: JoinResult, server_time_ms: int, req_id: str | None)
         welcome["recovered"] = state.recovered
     if result.pinned is not None:
         welcome["pinned"] = result.pinned
+    if state.program is not None:
+        welcome["program"] = state.program
     if req_id is not None:
         welcome["req_id"] = req_id
     return welcome

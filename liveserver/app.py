@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .api import core, danmaku, metrics, rooms, seckill
+from .api import core, danmaku, metrics, rooms, seckill, video
 from .gateway import Command, Gateway
 from .http import error_middleware
 from .keys import GATEWAY, SERVICES, SETTINGS
@@ -68,7 +68,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services_ctx)
     app.on_shutdown.append(_drain)
     app.router.add_get("/ws", _websocket)
-    for area in (core, rooms, danmaku, seckill, metrics):
+    for area in (core, rooms, danmaku, seckill, metrics, video):
         app.router.add_routes(area.routes)
     if settings.serve_pages:
         add_pages(app)

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and WSS on the port (env LIVESERVER_TLS_CERT)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env LIVESERVER_TLS_KEY)")
+    serve.add_argument("--ice-host", dest="ice_hosts", metavar="ADDR[,ADDR]",
+                       help="addresses WebRTC host candidates are offered on (default: --host unless a wildcard)")
     serve.add_argument("--tls-min", choices=["1.2", "1.3"], help="oldest TLS version accepted (default 1.2; 1.3 is preferred)")
 
     tok = sub.add_parser("token", help="mint a token with LIVESERVER_SECRET (as the platform's backend does), "
@@ -216,6 +218,7 @@ def serve(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             tls_min=args.tls_min,
+            ice_hosts=args.ice_hosts,
         )
     except SettingsError as exc:
         return _fail(str(exc), EXIT_CONFIG)

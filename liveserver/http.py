@@ -43,8 +43,9 @@ async def error_middleware(
         response = await handler(request)
     except ApiError as exc:
         headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        retry_after_s = getattr(exc, "retry_after_s", None)  # a 429, or a 409 that passes (WHEP before a camera)
+        if retry_after_s is not None:
+            headers = {"Retry-After": str(max(1, round(retry_after_s)))}
         response = _error(exc.status, exc.code, exc.message, exc.field, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -46,6 +46,8 @@ from .serving import GuardStats
 from .settings import Settings
 from .supervisor import Loops
 from .tasks import TaskSet, reraise_if_cancelling
+from .video.limits import VideoLimits
+from .video.service import VideoService
 
 __all__ = ["Services", "build_services", "connect_services"]
 
@@ -79,6 +81,7 @@ class Services:
     packets: RedPacketService
     scheduler: DropScheduler
     room_metrics: RoomMetrics
+    video: VideoService
     loops: Loops
     tasks: TaskSet
     guard: GuardStats  # the HTTP connection guard's counters (serving.py), for /metrics
@@ -109,6 +112,7 @@ class Services:
             await self.room_metrics.flush()
         except (RedisError, OSError) as exc:
             log.warning("metrics not written at shutdown: %s", exc)
+        await self.video.close()
         await self.fanout.close()
         await self.grabs.batcher.close()
         await self.packets.batcher.close()
@@ -148,6 +152,7 @@ class Services:
     def counters(self) -> Counters:
         """The plain counters the services keep, for the Prometheus collector (a scrape)."""
         hub, fanout, grabs, packets = self.hub, self.fanout, self.grabs, self.packets
+        cameras, frames, seconds, whep = self.video.totals()
         return Counters(
             connections=len(hub), rooms=hub.room_count, frames_sent=hub.stats.frames_sent,
             frames_dropped=hub.stats.frames_dropped, slow_closed=hub.stats.slow_closed,
@@ -160,6 +165,7 @@ class Services:
             broker_received=self.broker.received, broker_errors=self.broker.errors,
             http_header_timeouts=self.guard.header_timeouts, http_malformed=self.guard.bad_requests,
             loop_failures=self.loops.failures(), loops_down=len(self.loops.down()),
+            video_cameras=cameras, video_frames_out=frames, video_encode_seconds=seconds, whep_viewers=whep,
         )
 
     def _push_presence(self, room: str, online: int) -> None:
@@ -203,12 +209,17 @@ def build_services(settings: Settings, redis: RedisClient, subscriber: Redis) ->
         redis, keys, hub, clock, presence.online_cache, node_id,
         rules=AlertRules.from_settings(s), drops_of=seckill.history, packets_of=packets.claimed,
     )
+    video = VideoService(store, rooms, broker.publish, VideoLimits(
+        width=s.video_width, height=s.video_height, fps=s.video_fps, kbps=s.video_kbps, gop_s=s.video_gop_s,
+        queue_packets=s.whep_queue_packets,
+    ), ice_hosts=s.offered_ice_hosts)
+    rooms.on_end.append(video.end_room)
     services = Services(
         settings=s, node_id=node_id, keys=keys, redis=redis, scripts=scripts, clock=clock, metrics=metrics,
         hub=hub, broker=broker, router=Router(hub, fanout, danmaku, seckill, seckill.grabs, tasks), presence=presence,
         rooms=rooms, danmaku=danmaku, fanout=fanout, likes=likes, seckill=seckill, grabs=seckill.grabs,
         orders=seckill.orders, packets=packets,
-        scheduler=scheduler, room_metrics=room_metrics, loops=loops, tasks=tasks, guard=guard,
+        scheduler=scheduler, room_metrics=room_metrics, video=video, loops=loops, tasks=tasks, guard=guard,
     )
     metrics.observe(services)  # the collector reads the counters the services keep, at scrape time
     return services

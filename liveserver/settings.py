@@ -8,6 +8,7 @@ with one line that the CLI prints as it is.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -143,6 +144,17 @@ class Settings:
     # machine can lose the last second of grabs) or "always" (nothing acknowledged is lost)
     embedded_appendfsync: str = "everysec"
 
+    # Live video (video/): the program each room encodes once, and the ICE addresses offered
+    #: host candidates are offered on these addresses only; () = ``host`` when it is not a
+    #: wildcard, else every interface (LIVESERVER_ICE_HOSTS, comma-separated; --ice-host)
+    ice_hosts: tuple[str, ...] = ()
+    video_width: int = 1280
+    video_height: int = 720
+    video_fps: int = 30
+    video_kbps: int = 2500
+    video_gop_s: float = 2.0
+    whep_queue_packets: int = 90  # per WHEP viewer, about 3 s at 30 fps: past it, skip to the next keyframe
+
     # Lifecycle
     drain_timeout_s: float = 10.0
     ended_room_ttl_s: int = 7 * 24 * 3600
@@ -175,6 +187,8 @@ class Settings:
         for name in ("tls_min", "embedded_appendfsync"):
             if env.get(f"LIVESERVER_{name.upper()}"):
                 values[name] = env[f"LIVESERVER_{name.upper()}"]
+        if env.get("LIVESERVER_ICE_HOSTS"):
+            values["ice_hosts"] = env["LIVESERVER_ICE_HOSTS"]
         if env.get("LIVESERVER_REDIS_CLUSTER", "").lower() in ("1", "true", "yes"):
             values["redis_cluster"] = True
         values.update(_tunables_from_env(env))
@@ -184,6 +198,8 @@ class Settings:
         for name in ("data_dir", "tls_cert", "tls_key"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
+        if isinstance(values.get("ice_hosts"), str):
+            values["ice_hosts"] = tuple(a.strip() for a in values["ice_hosts"].split(",") if a.strip())
         if not values.get("secret"):
             if values.get("dev"):
                 values["secret"] = secrets.token_urlsafe(32)
@@ -195,6 +211,13 @@ class Settings:
         settings = cls(**values)
         settings.check()
         return settings
+
+    @property
+    def offered_ice_hosts(self) -> tuple[str, ...]:
+        """The addresses WebRTC host candidates are offered on; () = every interface."""
+        if self.ice_hosts:
+            return self.ice_hosts
+        return () if self.host in ("", "0.0.0.0", "::") else (self.host,)
 
     def check(self) -> None:
         """Raise :class:`SettingsError` for the first invalid value."""
@@ -237,6 +260,13 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise SettingsError(f"--{name.replace('_', '-')} {path} is not a readable file")
+        for address in self.ice_hosts:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise SettingsError(f"--ice-host must list IP addresses, not {address!r}") from None
+        if not (16 <= self.video_width <= 3840 and 16 <= self.video_height <= 2160 and 1 <= self.video_fps <= 60):
+            raise SettingsError("the video size must be within 16x16 and 3840x2160, at 1-60 fps")
         if self.tls_min not in ("1.2", "1.3"):
             raise SettingsError(f"--tls-min must be 1.2 or 1.3, not {self.tls_min!r}")
         if self.embedded_appendfsync not in ("everysec", "always"):

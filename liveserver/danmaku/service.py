@@ -9,6 +9,7 @@ on the node (it is a pure function of the lists), before the script.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,21 @@ class JoinState:
     items: list[dict[str, Any]] = field(default_factory=list)
     drop_ids: list[str] = field(default_factory=list)  # the room's open drops and packets, read in the same
     packet_ids: list[str] = field(default_factory=list)  # MULTI so that the join needs no round trip for them
+    program: dict[str, Any] | None = None  # the room's video program, when a camera has been live
+
+
+def _program(raw: str | None) -> dict[str, Any] | None:
+    """The room's last ``program`` message as the welcome carries it (without its type)."""
+    if not raw:
+        return None
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    msg.pop("type", None)
+    return msg
 
 
 def item_from_stream(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -254,6 +270,7 @@ class DanmakuService:
         pipe.get(k.likes)
         pipe.smembers(k.drops)
         pipe.smembers(k.packets)
+        pipe.get(k.program)
         if last_seq is not None:  # from last_seq itself: whether it is still held says what was trimmed
             pipe.xrange(k.history, min=f"{last_seq}-0", max="+", count=self._s.danmaku_history + 1)
             pipe.xlen(k.history)
@@ -266,13 +283,14 @@ class DanmakuService:
             likes=int(res[3] or 0),
             drop_ids=sorted(res[4]),
             packet_ids=sorted(res[5]),
+            program=_program(res[6]),
         )
         if last_seq is not None:
-            entries = res[6]
+            entries = res[7]
             held = [(int(eid.split("-", 1)[0]), int(f["pv"]) if "pv" in f else None) for eid, f in entries]
             state.items = [item_from_stream(eid, f) for (i, _), (eid, f) in zip(held, entries, strict=True)
                            if i > last_seq]
-            state.recovered = resume_complete(last_seq, seq, held, trimmed=int(res[7]) >= self._s.danmaku_history)
+            state.recovered = resume_complete(last_seq, seq, held, trimmed=int(res[8]) >= self._s.danmaku_history)
         return state
 
     async def history_range(self, room_id: str, after: int, before: int) -> list[dict[str, Any]]:

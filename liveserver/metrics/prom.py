@@ -50,6 +50,10 @@ class Counters:
     http_malformed: int
     loop_failures: Mapping[str, int]
     loops_down: int
+    video_cameras: int = 0
+    video_frames_out: int = 0
+    video_encode_seconds: float = 0.0
+    whep_viewers: int = 0
 
 
 class CounterSource(Protocol):
@@ -92,6 +96,11 @@ _FAMILIES: tuple[tuple[bool, str, str, str, tuple[str, ...]], ...] = (
     (False, "liveserver_background_loop_failures", "Background loops that died and were restarted", "loop_failures",
      ("loop",)),
     (True, "liveserver_background_loops_down", "Background loops not running now (/healthz fails)", "loops_down", ()),
+    (True, "liveserver_video_cameras", "Cameras publishing to this node (WHIP)", "video_cameras", ()),
+    (False, "liveserver_video_frames_out", "Program frames composed and encoded (once per room)", "video_frames_out", ()),
+    (False, "liveserver_video_encode_seconds", "Time spent composing and encoding program frames",
+     "video_encode_seconds", ()),
+    (True, "liveserver_whep_viewers", "WHEP viewers watching a program from this node", "whep_viewers", ()),
 )
 
 

@@ -109,6 +109,11 @@ class RoomKeys:
         return f"{self.tag}:likes"
 
     @property
+    def program(self) -> str:
+        """STRING: JSON of the room's last ``program`` message (video/service.py), for the welcome."""
+        return f"{self.tag}:program"
+
+    @property
     def thinned(self) -> str:
         """STRING: danmaku items not delivered to viewers that could not keep up, all nodes."""
         return f"{self.tag}:thinned"

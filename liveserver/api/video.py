@@ -1,0 +1,137 @@
+"""Live video over HTTP: WHIP (publish a camera), WHEP (watch the program), the cameras, the program.
+
+WHIP (RFC 9725) and WHEP speak ``application/sdp``: the offer in the body, the
+answer in a 201 with the session's URL in ``Location``.  The session URL takes
+PATCH (trickled candidates, ``application/trickle-ice-sdpfrag``: 204; an ICE
+restart: 422) and DELETE (200).  OPTIONS answers CORS with ``Accept-Post``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import ApiError, BadRequest, Forbidden
+from ..http import json_response, principal, read_json, writer_principal
+from ..keys import SERVICES
+from ..wire import ID_RE
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+SDP = "application/sdp"
+SDP_FRAG = "application/trickle-ice-sdpfrag"
+MAX_SDP_BYTES = 64 * 1024
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag",
+}
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class IceRestartRefused(ApiError):
+    status, code = 422, "invalid"
+
+
+def _id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not ID_RE.match(value):
+        raise BadRequest(f"'{name}' must be 1-64 of [A-Za-z0-9_.-]")
+    return value
+
+
+async def _sdp(request: web.Request, content_type: str = SDP) -> str:
+    if request.content_type != content_type:
+        raise UnsupportedMediaType(f"send the offer as {content_type}")
+    raw = await request.content.read(MAX_SDP_BYTES + 1)
+    if len(raw) > MAX_SDP_BYTES:
+        raise BadRequest(f"an SDP body is limited to {MAX_SDP_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the SDP is not UTF-8") from None
+
+
+def _answer(answer: str, location: str) -> web.Response:
+    return web.Response(status=201, body=answer.encode(), content_type=SDP,
+                        headers={"Location": location, **_CORS})
+
+
+# -- WHIP ---------------------------------------------------------------------------------------
+
+
+@routes.post("/api/v1/rooms/{room}/cameras/{camera}/whip")
+async def whip(request: web.Request) -> web.Response:
+    room, camera = _id(request, "room"), _id(request, "camera")
+    who = await writer_principal(request)
+    offer = await _sdp(request)
+    session_id, answer = await request.app[SERVICES].video.publish_camera(room, camera, who, offer)
+    return _answer(answer, f"/api/v1/rooms/{room}/cameras/{camera}/whip/{session_id}")
+
+
+# -- WHEP ---------------------------------------------------------------------------------------
+
+
+@routes.post("/api/v1/rooms/{room}/whep")
+async def whep(request: web.Request) -> web.Response:
+    room = _id(request, "room")
+    who = principal(request)
+    offer = await _sdp(request)
+    session_id, answer = await request.app[SERVICES].video.watch(room, who, offer)  # NoProgram: 409, Retry-After
+    return _answer(answer, f"/api/v1/rooms/{room}/whep/{session_id}")
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+async def _patch(request: web.Request) -> web.Response:
+    who = principal(request)
+    video = request.app[SERVICES].video
+    session = video.session(request.match_info["session"])
+    if session.user != who.user:
+        raise Forbidden("this session is another user's")
+    frag = await _sdp(request, SDP_FRAG)
+    remote = session.pc.remoteDescription
+    ufrag = next((line.split(":", 1)[1].strip() for line in frag.splitlines() if line.startswith("a=ice-ufrag:")),
+                 None)
+    if ufrag is not None and remote is not None and f"a=ice-ufrag:{ufrag}" not in remote.sdp:
+        raise IceRestartRefused("ICE restarts are not supported: start a new session")
+    return web.Response(status=204, headers=_CORS)  # every candidate of ours was in the answer already
+
+
+async def _delete(request: web.Request) -> web.Response:
+    await request.app[SERVICES].video.end_session(request.match_info["session"], principal(request))
+    return web.Response(status=200, headers=_CORS)
+
+
+async def _options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={**_CORS, "Accept-Post": SDP})
+
+
+for path in ("/api/v1/rooms/{room}/cameras/{camera}/whip/{session}", "/api/v1/rooms/{room}/whep/{session}"):
+    routes.patch(path)(_patch)
+    routes.delete(path)(_delete)
+    routes.options(path)(_options)
+routes.options("/api/v1/rooms/{room}/cameras/{camera}/whip")(_options)
+routes.options("/api/v1/rooms/{room}/whep")(_options)
+
+
+# -- cameras and the program --------------------------------------------------------------------
+
+
+@routes.get("/api/v1/rooms/{room}/cameras")
+async def cameras(request: web.Request) -> web.Response:
+    principal(request)
+    return json_response({"cameras": await request.app[SERVICES].video.cameras(_id(request, "room"))})
+
+
+@routes.put("/api/v1/rooms/{room}/program")
+async def put_program(request: web.Request) -> web.Response:
+    who = await writer_principal(request)
+    body = await read_json(request)
+    return json_response(await request.app[SERVICES].video.set_program(_id(request, "room"), who, body))

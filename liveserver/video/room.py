@@ -1,0 +1,227 @@
+"""One room's media on this node: its cameras, its program, one composer and encoder, its viewers.
+
+Each camera's decoded frames (aiortc decodes them off the loop) replace the
+camera's latest frame; the room's clock ticks at ``fps``, and at each tick the
+room's one worker thread composes the program from the latest frames and
+encodes it once.  The same ``av.Packet`` objects go to every viewer's
+:class:`PacketTrack`, which aiortc packetises without encoding again.
+
+Keyframes: one every ``gop_s``; one when a viewer joins or a viewer's decoder
+asks (PLI/FIR), at most one a second for the room; one at every switch.
+
+A viewer's queue is bounded: a viewer that falls ``queue_packets`` behind
+drops what waits and skips to the next keyframe (which it asks for), so a
+slow viewer never slows the others or grows memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from .compose import Composer, Encoder, Layout
+from .limits import VideoLimits
+from .program import Program, settle
+
+__all__ = ["Camera", "PacketTrack", "RoomVideo"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Camera:
+    camera_id: str
+    latest: av.VideoFrame | None = None
+    frames: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def stats(self) -> dict[str, object]:
+        """``{camera, live, width, height, fps}`` (fps: frames received over its life so far)."""
+        age = max(1e-3, time.monotonic() - self.started)
+        frame = self.latest
+        return {"camera": self.camera_id, "live": True, "width": frame.width if frame else None,
+                "height": frame.height if frame else None, "fps": round(self.frames / age, 1)}
+
+
+class PacketTrack(MediaStreamTrack):
+    """One viewer's video: the room's encoded packets, through a bounded queue."""
+
+    kind = "video"
+
+    def __init__(self, room: RoomVideo) -> None:
+        super().__init__()
+        self._room = room
+        self._queue: deque[av.Packet] = deque()
+        self._ready = asyncio.Event()
+        self._waiting_keyframe = True  # a new viewer starts at a keyframe
+        self.dropped = 0
+
+    def offer(self, packet: av.Packet) -> None:
+        """Queue ``packet`` (never blocks): a full queue is dropped, up to the next keyframe."""
+        if self._waiting_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._waiting_keyframe = False
+        if len(self._queue) >= self._room.limits.queue_packets:
+            self.dropped += len(self._queue)
+            self._queue.clear()
+            self._waiting_keyframe = not packet.is_keyframe
+            if self._waiting_keyframe:
+                self._room.request_keyframe()
+                return
+        self._queue.append(packet)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+        self._room.viewers.discard(self)
+
+
+class RoomVideo:
+    """The media of one room on this node."""
+
+    def __init__(self, room_id: str, limits: VideoLimits, on_program: Callable[[Program, list[str]], None]) -> None:
+        self.room_id = room_id
+        self.limits = limits
+        self.cameras: dict[str, Camera] = {}
+        self.viewers: set[PacketTrack] = set()
+        self.program = Program()
+        self._on_program = on_program  # told of every change of the program or of the live cameras
+        self._composer = Composer()
+        self._encoder = Encoder(limits.width, limits.height, limits.fps, limits.kbps, limits.gop_s)
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"video-{room_id}")
+        self._keyframe = True
+        self._last_requested = 0.0
+        self._ticker: asyncio.Task[None] | None = None
+        self.frames_out = 0
+        self.encode_seconds = 0.0
+
+    @property
+    def live(self) -> list[str]:
+        return sorted(self.cameras)
+
+    # -- cameras -------------------------------------------------------------------
+
+    def add_camera(self, camera_id: str, track: MediaStreamTrack) -> asyncio.Task[None]:
+        """A camera went live: read its frames until its track ends."""
+        camera = self.cameras[camera_id] = Camera(camera_id)
+        self._changed()
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name=f"video-tick:{self.room_id}")
+        return asyncio.get_running_loop().create_task(self._read(camera, track), name=f"camera:{self.room_id}:{camera_id}")
+
+    async def _read(self, camera: Camera, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if isinstance(frame, av.VideoFrame):
+                    camera.latest = frame
+                    camera.frames += 1
+        except MediaStreamError:  # the publisher's track ended
+            pass
+        finally:
+            self.remove_camera(camera.camera_id, camera)
+
+    def remove_camera(self, camera_id: str, camera: Camera | None = None) -> None:
+        if camera_id in self.cameras and (camera is None or self.cameras[camera_id] is camera):
+            del self.cameras[camera_id]
+            self._changed()
+
+    # -- the program ---------------------------------------------------------------
+
+    def set_program(self, program: Program) -> None:
+        switched = (program.main, program.inset, program.layout) != (self.program.main, self.program.inset,
+                                                                      self.program.layout)
+        self.program = program
+        if switched:
+            self._keyframe = True  # a switch shows at once, never smeared over the old picture
+        self._on_program(program, self.live)
+
+    def _changed(self) -> None:
+        settled = settle(self.program, self.live)
+        if settled != self.program:
+            self.set_program(settled)
+        else:
+            self._on_program(self.program, self.live)
+
+    def request_keyframe(self) -> None:
+        """A viewer joined or its decoder asked: a keyframe soon, at most one a second."""
+        now = time.monotonic()
+        if now - self._last_requested >= self.limits.keyframe_interval_s:
+            self._last_requested = now
+            self._keyframe = True
+
+    # -- the clock -----------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.limits.fps
+        start = loop.time()
+        n = 0
+        while self.cameras:
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * period - loop.time()))
+            try:
+                job = self._job(n)
+                if job is None:
+                    continue
+                keyframe, self._keyframe = self._keyframe, False
+                packets, seconds = await loop.run_in_executor(self._worker, self._render, *job, keyframe)
+            except Exception:  # one bad frame (a bug, a camera's odd format) never stops the room's video
+                log.exception("video frame %d of room %s failed", n, self.room_id)
+                self._keyframe = True
+                continue
+            self.frames_out += 1
+            self.encode_seconds += seconds
+            for packet in packets:
+                for viewer in list(self.viewers):
+                    viewer.offer(packet)
+        self._ticker = None
+
+    def _job(self, n: int) -> tuple[Layout, av.VideoFrame, av.VideoFrame | None, int] | None:
+        p, limits = self.program, self.limits
+        main = self.cameras.get(p.main or "")
+        if main is None or main.latest is None:
+            return None
+        inset_cam = self.cameras.get(p.inset or "") if p.layout == "pip" else None
+        inset = inset_cam.latest if inset_cam is not None else None
+        layout = Layout(limits.width, limits.height, (main.latest.width, main.latest.height),
+                        (inset.width, inset.height) if inset is not None else None, p.inset_corner, p.beauty)
+        return layout, main.latest, inset, n * 90000 // limits.fps
+
+    def _render(self, layout: Layout, main: av.VideoFrame, inset: av.VideoFrame | None, pts: int,
+                keyframe: bool) -> tuple[list[av.Packet], float]:
+        """In the room's thread: compose and encode one frame."""
+        t0 = time.perf_counter()
+        frame = self._composer.render(layout, main, inset, pts)
+        packets = self._encoder.encode(frame, keyframe)
+        return packets, time.perf_counter() - t0
+
+    async def close(self) -> None:
+        for viewer in list(self.viewers):
+            viewer.stop()
+        self.cameras.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        self._worker.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,277 @@
+"""WHIP and WHEP sessions (aiortc), the rooms' media on this node, and the program API.
+
+- WHIP (RFC 9725): a host publishes one camera per session.  The answer is sent
+  only once aiortc has gathered every candidate (WHIP has no server-side
+  trickle), offering host candidates on the configured ICE addresses only.
+- WHEP: a viewer's recvonly offer gets the room's program, H.264 packets from
+  the room's one encoder (no encoder per viewer).
+- The program lives with the room's media (room.py); every change is published
+  to the room (``program``, on every node) and kept in Redis for the ``welcome``.
+
+A session whose peer connection fails or closes ends by itself: a camera whose
+publisher vanished goes off after ICE's consent checks fail (about 30 s), or at
+once on DELETE.
+
+The WebRTC stack (aiortc, PyAV: about 0.4 s and 27 MB a process) loads with the
+first camera or viewer, so that a node that serves no video does not carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..auth import Principal
+from ..errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, RateLimited
+from ..redisio.store import Store
+from ..rooms.service import RoomService
+from .limits import VideoLimits
+from .program import Program, parse_program, program_message
+
+if TYPE_CHECKING:
+    from aiortc import MediaStreamTrack, RTCPeerConnection
+
+    from .room import PacketTrack, RoomVideo
+
+__all__ = ["NoProgram", "VideoService", "WhipSession", "restrict_ice_hosts"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
+PROGRAM_TTL_S = 24 * 3600
+MAX_WHEP_PER_USER = 4  # a user's WHEP seats on this node (each holds a peer connection and its sockets)
+
+
+class NoProgram(ApiError):
+    """WHEP while no camera of the room is live: 409, retry later."""
+
+    status, code = 409, "conflict"
+    retry_after_s = 2
+
+
+def restrict_ice_hosts(hosts: Sequence[str]) -> None:
+    """Offer host candidates on ``hosts`` only (aioice otherwise offers every interface but loopback)."""
+    import aioice.ice
+
+    addresses = list(hosts)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class WhipSession:
+    session_id: str
+    kind: str  # "whip" or "whep"
+    room_id: str
+    camera_id: str | None
+    user: str
+    pc: RTCPeerConnection
+    track: PacketTrack | None = None
+
+
+class VideoService:
+    def __init__(self, store: Store, rooms: RoomService, publish: Publish, limits: VideoLimits,
+                 ice_hosts: Sequence[str] = ()) -> None:
+        self._redis, self._scripts, self._keys = store
+        self._rooms = rooms
+        self._publish = publish
+        self.limits = limits
+        self.rooms: dict[str, RoomVideo] = {}
+        self.sessions: dict[str, WhipSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ice_hosts = tuple(ice_hosts)  # () = every interface
+        self._ended = (0, 0.0)  # frames and encode seconds of the rooms that ended, so the counters never fall
+
+    # -- publishing (WHIP) --------------------------------------------------------
+
+    async def publish_camera(self, room_id: str, camera_id: str, who: Principal, offer: str) -> tuple[str, str]:
+        """A host's camera goes live: (session id, SDP answer)."""
+        await self._rooms.get_run(room_id, who)
+        room = self._room(room_id)
+        if camera_id in room.cameras or any(
+            s.kind == "whip" and s.room_id == room_id and s.camera_id == camera_id for s in self.sessions.values()
+        ):
+            raise Conflict(f"camera {camera_id} of room {room_id} is live already")
+        pc = self._peer()
+        session = WhipSession(secrets.token_urlsafe(12), "whip", room_id, camera_id, who.user, pc)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self._spawn(room.add_camera(camera_id, track))
+            else:  # audio is not carried yet: read it so that it does not pile up
+                self._spawn(asyncio.ensure_future(_drain(track)))
+
+        answer = await self._negotiate(session, offer, "video", direction="recvonly")
+        return session.session_id, answer
+
+    # -- watching (WHEP) ----------------------------------------------------------
+
+    async def watch(self, room_id: str, who: Principal, offer: str) -> tuple[str, str]:
+        """A viewer's seat: (session id, SDP answer) for the room's program."""
+        await self._rooms.get(room_id)
+        room = self.rooms.get(room_id)
+        if room is None or room.program.main is None:
+            raise NoProgram(f"no camera of room {room_id} is live yet")
+        if sum(1 for s in self.sessions.values() if s.kind == "whep" and s.user == who.user) >= MAX_WHEP_PER_USER:
+            raise RateLimited(f"at most {MAX_WHEP_PER_USER} WHEP sessions a user: close one first", retry_after_s=5)
+        from .room import PacketTrack
+
+        pc = self._peer()
+        session = WhipSession(secrets.token_urlsafe(12), "whep", room_id, None, who.user, pc)
+        track = session.track = PacketTrack(room)
+        answer = await self._negotiate(session, offer, "video", direction="sendonly", track=track)
+        room.viewers.add(track)
+        room.request_keyframe()
+        return session.session_id, answer
+
+    # -- both -----------------------------------------------------------------------
+
+    async def _negotiate(self, session: WhipSession, offer: str, kind: str, *, direction: str,
+                         track: PacketTrack | None = None) -> str:
+        from aiortc import RTCRtpSender, RTCSessionDescription
+
+        pc = session.pc
+        if track is not None:  # ours to send: H.264 only, the one encoding of the room
+            transceiver = pc.addTransceiver(track, direction=direction)
+            transceiver.setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() == "video/h264"]
+            )
+            transceiver.sender._send_keyframe = self.rooms[session.room_id].request_keyframe  # noqa: SLF001 - PLI/FIR
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError and friends for an SDP it cannot use
+            await pc.close()
+            raise BadRequest(f"the SDP offer cannot be used: {exc}") from None
+        media = [t for t in pc.getTransceivers() if t.kind == kind and t.mid is not None]
+        if not media:
+            await pc.close()
+            raise BadRequest(f"the SDP offer has no {kind} section")
+        for transceiver in pc.getTransceivers():
+            transceiver.direction = direction if transceiver is media[0] else "inactive"
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
+        except Exception as exc:
+            await pc.close()
+            raise BadRequest(f"no answer to this offer: {exc}") from None
+        self.sessions[session.session_id] = session
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self._end(session)
+
+        return pc.localDescription.sdp
+
+    async def end_session(self, session_id: str, who: Principal) -> None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFound("no such session")
+        if session.user != who.user and who.role.value != "admin":
+            raise Forbidden("this session is another user's")
+        await self._end(session)
+
+    def session(self, session_id: str) -> WhipSession:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise NotFound("no such session")
+        return session
+
+    async def _end(self, session: WhipSession) -> None:
+        if self.sessions.pop(session.session_id, None) is None:
+            return
+        room = self.rooms.get(session.room_id)
+        if session.track is not None:
+            session.track.stop()
+        if room is not None and session.camera_id is not None:
+            room.remove_camera(session.camera_id)
+        with contextlib.suppress(Exception):
+            await session.pc.close()
+
+    # -- the program ----------------------------------------------------------------
+
+    async def set_program(self, room_id: str, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        await self._rooms.get_run(room_id, who)
+        room = self.rooms.get(room_id)
+        live = room.live if room is not None else []
+        if room is None or not live:
+            raise Conflict(f"no camera of room {room_id} is live")
+        program = parse_program(body, live, room.program)
+        room.set_program(program)
+        return program.public(live)
+
+    async def cameras(self, room_id: str) -> list[dict[str, object]]:
+        await self._rooms.get(room_id)
+        room = self.rooms.get(room_id)
+        return [c.stats() for c in room.cameras.values()] if room is not None else []
+
+    def totals(self) -> tuple[int, int, float, int]:
+        """(cameras live, frames encoded, seconds spent encoding, WHEP viewers) on this node."""
+        rooms = self.rooms.values()
+        return (sum(len(r.cameras) for r in rooms), self._ended[0] + sum(r.frames_out for r in rooms),
+                self._ended[1] + sum(r.encode_seconds for r in rooms), sum(len(r.viewers) for r in rooms))
+
+    def _room(self, room_id: str) -> RoomVideo:
+        from .room import RoomVideo
+
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = RoomVideo(room_id, self.limits, lambda p, live: self._announce(room_id, p, live))
+        return room
+
+    def _announce(self, room_id: str, program: Program, live: list[str]) -> None:
+        msg = program_message(program, live)
+        self._spawn(asyncio.ensure_future(self._send(room_id, msg)))
+
+    async def _send(self, room_id: str, msg: dict[str, Any]) -> None:
+        try:
+            await self._redis.set(self._keys.room(room_id).program, json.dumps(msg), ex=PROGRAM_TTL_S)
+            await self._publish(room_id, msg)
+        except Exception as exc:  # the next change says it again; the media goes on
+            log.warning("program of room %s not announced: %s", room_id, exc)
+
+    def _spawn(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def end_room(self, room_id: str) -> None:
+        for session in [s for s in self.sessions.values() if s.room_id == room_id]:
+            await self._end(session)
+        room = self.rooms.pop(room_id, None)
+        if room is not None:
+            self._ended = (self._ended[0] + room.frames_out, self._ended[1] + room.encode_seconds)
+            await room.close()
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._end(session)
+        for room in list(self.rooms.values()):
+            await room.close()
+        self.rooms.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+    def _peer(self) -> RTCPeerConnection:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        if self._ice_hosts:
+            restrict_ice_hosts(self._ice_hosts)
+        return RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
+
+
+async def _drain(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            await track.recv()

@@ -1,0 +1,272 @@
+"""Live video end to end over loopback: aiortc publishers with solid-coloured cameras publish over
+WHIP, an aiortc viewer watches the program over WHEP and checks the colours it decodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import av
+import pytest
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+
+from liveserver.sdk import ViewerClient
+
+from .conftest import RunningNode, StartNode, token
+
+RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
+W, H = 320, 240
+
+
+class ColourCamera(VideoStreamTrack):
+    """A camera that films one colour at 30 fps."""
+
+    def __init__(self, rgb: tuple[int, int, int], width: int = 320, height: int = 240) -> None:
+        super().__init__()
+        frame = av.VideoFrame(width, height, "rgb24")
+        frame.planes[0].update(bytes(rgb) * (width * height))
+        self._frame = frame.reformat(format="yuv420p")
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = self._frame
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+def pixel(frame: av.VideoFrame, x: int, y: int) -> tuple[int, int, int]:
+    rgb = frame.reformat(format="rgb24")
+    plane = rgb.planes[0]
+    offset = y * plane.line_size + x * 3
+    r, g, b = bytes(plane)[offset : offset + 3]
+    return r, g, b
+
+
+def near(rgb: tuple[int, int, int], want: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(rgb, want, strict=True))
+
+
+def _pc() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+async def _post_sdp(http: aiohttp.ClientSession, url: str, sdp: str, tok: str) -> tuple[int, str, dict[str, str]]:
+    async with http.post(url, data=sdp, headers={"Content-Type": "application/sdp",
+                                                   "Authorization": f"Bearer {tok}"}) as resp:
+        return resp.status, await resp.text(), dict(resp.headers)
+
+
+class Publisher:
+    def __init__(self, node: RunningNode, room: str, camera: str, rgb: tuple[int, int, int]) -> None:
+        self.node, self.room, self.camera, self.rgb = node, room, camera, rgb
+        self.pc = _pc()
+        self.location = ""
+
+    async def start(self, http: aiohttp.ClientSession, tok: str) -> int:
+        self.pc.addTransceiver(ColourCamera(self.rgb), direction="sendonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        url = f"{self.node.base_url}/api/v1/rooms/{self.room}/cameras/{self.camera}/whip"
+        status, body, headers = await _post_sdp(http, url, self.pc.localDescription.sdp, tok)
+        if status == 201:
+            self.location = headers["Location"]
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        return status
+
+
+class Viewer:
+    def __init__(self) -> None:
+        self.pc = _pc()
+        self.frames: list[av.VideoFrame] = []
+        self.got = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, http: aiohttp.ClientSession, node: RunningNode, room: str, tok: str) -> tuple[int, str, dict[str, str]]:
+        self.pc.addTransceiver("video", direction="recvonly")
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._reader = asyncio.ensure_future(self._read(track))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        status, body, headers = await _post_sdp(http, f"{node.base_url}/api/v1/rooms/{room}/whep",
+                                                self.pc.localDescription.sdp, tok)
+        if status == 201:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        return status, body, headers
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                frame = await track.recv()
+                self.frames.append(frame)
+                del self.frames[:-5]
+                self.got.set()
+
+    async def colour_becomes(self, x: int, y: int, want: tuple[int, int, int], timeout_s: float = 10) -> float:
+        """Seconds until the pixel at (x, y) shows ``want``."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        last: Any = None
+        while loop.time() - start < timeout_s:
+            if self.frames:
+                last = pixel(self.frames[-1], x, y)
+                if near(last, want):
+                    return loop.time() - start
+            await asyncio.sleep(0.03)
+        raise AssertionError(f"pixel ({x}, {y}) is {last}, not {want}, after {timeout_s} s")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await self.pc.close()
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioice skips loopback when it gathers: the test's own peers offer 127.0.0.1 only (the server
+    offers its --ice-host addresses, 127.0.0.1 here, by the same means)."""
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@pytest.fixture
+async def video_node(start_node: StartNode) -> RunningNode:
+    return await start_node(video_width=W, video_height=H)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _live_room(http: aiohttp.ClientSession, node: RunningNode, room: str, host: str = "h") -> None:
+    auth = {"Authorization": f"Bearer {token(host, 'host')}"}
+    async with http.post(f"{node.base_url}/api/v1/rooms", json={"room_id": room, "title": "video"}, headers=auth) as r:
+        assert r.status == 201, await r.text()
+    async with http.post(f"{node.base_url}/api/v1/rooms/{room}/start", headers=auth) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_a_camera_published_over_whip_is_watched_over_whep(video_node: RunningNode,
+                                                                 http: aiohttp.ClientSession) -> None:
+    await _live_room(http, video_node, "v1")
+    cam = Publisher(video_node, "v1", "cam1", RED)
+    viewer = Viewer()
+    chat = await ViewerClient.connect(video_node.ws_url, token("c"), "v1")
+    try:
+        assert "program" not in chat.welcome  # no camera has been live
+        assert await cam.start(http, token("h", "host")) == 201
+        program = await chat.wait_for("program")  # every viewer on /ws hears of it
+        assert program["main"] == "cam1" and program["live"] == ["cam1"] and program["layout"] == "single"
+        assert cam.location.startswith("/api/v1/rooms/v1/cameras/cam1/whip/")
+        async with http.get(f"{video_node.base_url}/api/v1/rooms/v1/cameras",
+                            headers={"Authorization": f"Bearer {token('v')}"}) as r:
+            assert [c["camera"] for c in (await r.json())["cameras"]] == ["cam1"]
+        for _ in range(100):  # the first decoded frame makes the program
+            if video_node.services.video.rooms["v1"].program.main == "cam1":
+                break
+            await asyncio.sleep(0.05)
+        status, answer, headers = await viewer.start(http, video_node, "v1", token("v"))
+        assert status == 201, answer
+        assert headers["Content-Type"].startswith("application/sdp")
+        assert "H264" in answer  # the program's one encoding
+        assert "127.0.0.1" in answer  # host candidates on the configured ICE address only
+        await viewer.colour_becomes(W // 2, H // 2, RED)
+        assert viewer.frames[-1].width == W and viewer.frames[-1].height == H
+        async with http.get(f"{video_node.base_url}/metrics") as r:
+            text = await r.text()
+        assert "liveserver_video_cameras 1.0" in text and "liveserver_whep_viewers 1.0" in text
+        frames = next(float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith("liveserver_video_frames_out_total"))
+        assert frames > 0
+        late = await ViewerClient.connect(video_node.ws_url, token("late"), "v1")
+        assert late.welcome["program"]["main"] == "cam1"  # and a viewer who joins later finds it in its welcome
+        await late.close()
+    finally:
+        await chat.close()
+        await viewer.close()
+        await cam.pc.close()
+
+
+async def test_switch_pip_and_fallback_reach_the_viewer(video_node: RunningNode, http: aiohttp.ClientSession) -> None:
+    await _live_room(http, video_node, "v2")
+    host = token("h", "host")
+    cams = [Publisher(video_node, "v2", "cam1", RED), Publisher(video_node, "v2", "cam2", BLUE)]
+    viewer = Viewer()
+    auth = {"Authorization": f"Bearer {host}"}
+    url = f"{video_node.base_url}/api/v1/rooms/v2/program"
+    try:
+        for cam in cams:
+            assert await cam.start(http, host) == 201
+        room = video_node.services.video.rooms["v2"]
+        for _ in range(100):
+            if len(room.live) == 2 and all(c.latest is not None for c in room.cameras.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert (await viewer.start(http, video_node, "v2", token("v")))[0] == 201
+        await viewer.colour_becomes(W // 2, H // 2, RED)  # the first camera live is the main
+
+        async with http.put(url, json={"layout": "single", "main": "cam2"}, headers=auth) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["main"] == "cam2"
+        assert await viewer.colour_becomes(W // 2, H // 2, BLUE) < 1.5  # a switch shows within about a second
+
+        async with http.put(url, json={"layout": "pip", "main": "cam2", "inset": "cam1", "inset_corner": "tl"},
+                            headers=auth) as r:
+            assert r.status == 200, await r.text()
+        await viewer.colour_becomes(16 + 20, 16 + 10, RED)  # the inset, in the top left corner
+        assert near(pixel(viewer.frames[-1], W - 30, H - 30), BLUE)  # the main elsewhere
+
+        async with http.delete(video_node.base_url + cams[1].location, headers=auth) as r:
+            assert r.status == 200
+        await viewer.colour_becomes(W // 2, H // 2, RED)  # the main went off: the other camera takes over
+        assert room.program.layout == "single" and room.program.main == "cam1"
+    finally:
+        await viewer.close()
+        for cam in cams:
+            await cam.pc.close()
+
+
+async def test_whip_and_whep_refusals(video_node: RunningNode, http: aiohttp.ClientSession) -> None:
+    await _live_room(http, video_node, "v3")
+    base = video_node.base_url
+    host = token("h", "host")
+    viewer = Viewer()
+    publishers = [Publisher(video_node, "v3", "cam1", GREEN) for _ in range(4)]
+    seats = [Viewer() for _ in range(5)]
+    try:
+        status, _, headers = await viewer.start(http, video_node, "v3", token("v"))
+        assert status == 409 and int(headers["Retry-After"]) >= 1  # no camera live yet
+        assert await publishers[0].start(http, token("not-the-host", "host")) == 403
+        assert await publishers[1].start(http, token("v")) == 403
+        assert await publishers[2].start(http, host) == 201
+        assert await publishers[3].start(http, host) == 409  # one publisher per camera
+        status, body, _ = await _post_sdp(http, f"{base}/api/v1/rooms/v3/cameras/cam9/whip", "v=0\r\nnot sdp", host)
+        assert status == 400 and "error" in body
+        async with http.post(f"{base}/api/v1/rooms/v3/cameras/cam9/whip", json={"sdp": "x"},
+                             headers={"Authorization": f"Bearer {host}"}) as r:
+            assert r.status == 415
+        async with http.options(f"{base}/api/v1/rooms/v3/cameras/cam1/whip") as r:
+            assert r.headers["Accept-Post"] == "application/sdp"
+        async with http.put(f"{base}/api/v1/rooms/v3/program", json={"main": "nope"},
+                            headers={"Authorization": f"Bearer {host}"}) as r:
+            assert r.status == 409  # only live cameras
+        for _ in range(100):
+            if video_node.services.video.rooms["v3"].program.main == "cam1":
+                break
+            await asyncio.sleep(0.05)
+        for seat in seats[:4]:
+            assert (await seat.start(http, video_node, "v3", token("greedy")))[0] == 201
+        status, _, headers = await seats[4].start(http, video_node, "v3", token("greedy"))
+        assert status == 429 and int(headers["Retry-After"]) >= 1  # a user's seats are bounded
+    finally:
+        for seat in seats:
+            await seat.close()
+        await viewer.close()
+        for pub in publishers:
+            await pub.pc.close()
