@@ -212,7 +212,9 @@ def build_services(settings: Settings, redis: RedisClient, subscriber: Redis) ->
     video = VideoService(store, rooms, broker.publish, VideoLimits(
         width=s.video_width, height=s.video_height, fps=s.video_fps, kbps=s.video_kbps, gop_s=s.video_gop_s,
         queue_packets=s.whep_queue_packets,
-    ), ice_hosts=s.offered_ice_hosts)
+    ), ice_hosts=s.offered_ice_hosts, connect_media=lambda: connect(
+        s.redis_url or "", cluster=s.redis_cluster, max_connections=8, decode=False,
+    ))
     rooms.on_end.append(video.end_room)
     services = Services(
         settings=s, node_id=node_id, keys=keys, redis=redis, scripts=scripts, clock=clock, metrics=metrics,

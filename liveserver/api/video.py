@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import ApiError, BadRequest, Forbidden
+from ..errors import ApiError, BadRequest, Forbidden, NotFound
 from ..http import json_response, principal, read_json, writer_principal
 from ..keys import SERVICES
 from ..wire import ID_RE
@@ -119,6 +119,27 @@ for path in ("/api/v1/rooms/{room}/cameras/{camera}/whip/{session}", "/api/v1/ro
     routes.options(path)(_options)
 routes.options("/api/v1/rooms/{room}/cameras/{camera}/whip")(_options)
 routes.options("/api/v1/rooms/{room}/whep")(_options)
+
+
+# -- HLS: served by every node, from Redis ------------------------------------------------------
+
+
+@routes.get("/live/{room}/index.m3u8")
+async def hls_playlist(request: web.Request) -> web.Response:
+    data = await request.app[SERVICES].video.hls(_id(request, "room"), "index.m3u8")
+    if data is None:
+        raise NotFound("no camera of this room is live")
+    return web.Response(body=data, content_type="application/vnd.apple.mpegurl",
+                        headers={"Cache-Control": "max-age=1", "Access-Control-Allow-Origin": "*"})
+
+
+@routes.get(r"/live/{room}/{segment:\d{1,19}}.ts")
+async def hls_segment(request: web.Request) -> web.Response:
+    data = await request.app[SERVICES].video.hls(_id(request, "room"), request.match_info["segment"] + ".ts")
+    if data is None:
+        raise NotFound("no such segment (segments live 60 s)")
+    return web.Response(body=data, content_type="video/mp2t",
+                        headers={"Cache-Control": "max-age=60, immutable", "Access-Control-Allow-Origin": "*"})
 
 
 # -- cameras and the program --------------------------------------------------------------------

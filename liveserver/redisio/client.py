@@ -29,12 +29,13 @@ def _common(decode: bool) -> dict[str, Any]:
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
     }
 
-def connect(url: str, *, cluster: bool = False, max_connections: int = 64) -> RedisClient:
-    """The client for commands and scripts (responses decoded to ``str``)."""
+def connect(url: str, *, cluster: bool = False, max_connections: int = 64, decode: bool = True) -> RedisClient:
+    """The client for commands and scripts (responses decoded to ``str``; ``decode=False``:
+    bytes, for binary values such as video segments)."""
     if cluster:
-        return RedisCluster.from_url(url, **_common(True))
+        return RedisCluster.from_url(url, **_common(decode))
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=10, **_common(True)
+        url, max_connections=max_connections, timeout=10, **_common(decode)
     )
     return Redis.from_pool(pool)  # the client owns the pool: closing it closes the connections
 

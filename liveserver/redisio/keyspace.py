@@ -109,6 +109,20 @@ class RoomKeys:
         return f"{self.tag}:likes"
 
     @property
+    def hls_seq(self) -> str:
+        """STRING: the number of the room's last HLS segment (numbers never repeat)."""
+        return f"{self.tag}:hls:seq"
+
+    @property
+    def hls_index(self) -> str:
+        """STRING (bytes): the room's live HLS playlist; expires when no camera is live."""
+        return f"{self.tag}:hls:index"
+
+    def hls_segment(self, number: int) -> str:
+        """STRING (bytes): one MPEG-TS segment of the room's program."""
+        return f"{self.tag}:hls:{number}"
+
+    @property
     def program(self) -> str:
         """STRING: JSON of the room's last ``program`` message (video/service.py), for the welcome."""
         return f"{self.tag}:program"

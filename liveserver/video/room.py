@@ -30,6 +30,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from .compose import Composer, Encoder, Layout
+from .hls import Segment, Segmenter
 from .limits import VideoLimits
 from .program import Program, settle
 
@@ -99,7 +100,8 @@ class PacketTrack(MediaStreamTrack):
 class RoomVideo:
     """The media of one room on this node."""
 
-    def __init__(self, room_id: str, limits: VideoLimits, on_program: Callable[[Program, list[str]], None]) -> None:
+    def __init__(self, room_id: str, limits: VideoLimits, on_program: Callable[[Program, list[str]], None],
+                 on_segment: Callable[[Segment], None] | None = None) -> None:
         self.room_id = room_id
         self.limits = limits
         self.cameras: dict[str, Camera] = {}
@@ -108,6 +110,8 @@ class RoomVideo:
         self._on_program = on_program  # told of every change of the program or of the live cameras
         self._composer = Composer()
         self._encoder = Encoder(limits.width, limits.height, limits.fps, limits.kbps, limits.gop_s)
+        self._on_segment = on_segment  # an HLS segment was cut (every ~gop_s), to store for every node
+        self._segmenter = Segmenter(limits.width, limits.height, limits.fps, limits.gop_s) if on_segment else None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"video-{room_id}")
         self._keyframe = True
         self._last_requested = 0.0
@@ -185,7 +189,7 @@ class RoomVideo:
                 if job is None:
                     continue
                 keyframe, self._keyframe = self._keyframe, False
-                packets, seconds = await loop.run_in_executor(self._worker, self._render, *job, keyframe)
+                packets, seconds, segments = await loop.run_in_executor(self._worker, self._render, *job, keyframe)
             except Exception:  # one bad frame (a bug, a camera's odd format) never stops the room's video
                 log.exception("video frame %d of room %s failed", n, self.room_id)
                 self._keyframe = True
@@ -195,6 +199,9 @@ class RoomVideo:
             for packet in packets:
                 for viewer in list(self.viewers):
                     viewer.offer(packet)
+            if self._on_segment is not None:
+                for segment in segments:
+                    self._on_segment(segment)
         self._ticker = None
 
     def _job(self, n: int) -> tuple[Layout, av.VideoFrame, av.VideoFrame | None, int] | None:
@@ -209,12 +216,15 @@ class RoomVideo:
         return layout, main.latest, inset, n * 90000 // limits.fps
 
     def _render(self, layout: Layout, main: av.VideoFrame, inset: av.VideoFrame | None, pts: int,
-                keyframe: bool) -> tuple[list[av.Packet], float]:
-        """In the room's thread: compose and encode one frame."""
+                keyframe: bool) -> tuple[list[av.Packet], float, list[Segment]]:
+        """In the room's thread: compose and encode one frame, and cut HLS segments from it."""
         t0 = time.perf_counter()
         frame = self._composer.render(layout, main, inset, pts)
         packets = self._encoder.encode(frame, keyframe)
-        return packets, time.perf_counter() - t0
+        segments = []
+        if self._segmenter is not None:
+            segments = [s for s in map(self._segmenter.add, packets) if s is not None]
+        return packets, time.perf_counter() - t0, segments
 
     async def close(self) -> None:
         for viewer in list(self.viewers):

@@ -23,14 +23,17 @@ import contextlib
 import json
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth import Principal
 from ..errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, RateLimited
+from ..redisio.client import RedisClient
 from ..redisio.store import Store
 from ..rooms.service import RoomService
+from .hls import Segment, playlist
 from .limits import VideoLimits
 from .program import Program, parse_program, program_message
 
@@ -45,6 +48,9 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[None]]
 PROGRAM_TTL_S = 24 * 3600
+HLS_WINDOW = 6  # segments in the live playlist (about 12 s)
+HLS_SEGMENT_TTL_S = 60  # a segment outlives the window, for players a little behind
+HLS_INDEX_TTL_S = 10  # the playlist goes (404) soon after the last camera
 MAX_WHEP_PER_USER = 4  # a user's WHEP seats on this node (each holds a peer connection and its sockets)
 
 
@@ -80,7 +86,7 @@ class WhipSession:
 
 class VideoService:
     def __init__(self, store: Store, rooms: RoomService, publish: Publish, limits: VideoLimits,
-                 ice_hosts: Sequence[str] = ()) -> None:
+                 ice_hosts: Sequence[str] = (), connect_media: Callable[[], RedisClient] | None = None) -> None:
         self._redis, self._scripts, self._keys = store
         self._rooms = rooms
         self._publish = publish
@@ -89,6 +95,9 @@ class VideoService:
         self.sessions: dict[str, WhipSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ice_hosts = tuple(ice_hosts)  # () = every interface
+        self._connect_media = connect_media  # a bytes client for HLS segments; None: no HLS
+        self._media: RedisClient | None = None
+        self._windows: dict[str, deque[tuple[int, float]]] = {}
         self._ended = (0, 0.0)  # frames and encode seconds of the rooms that ended, so the counters never fall
 
     # -- publishing (WHIP) --------------------------------------------------------
@@ -225,7 +234,11 @@ class VideoService:
 
         room = self.rooms.get(room_id)
         if room is None:
-            room = self.rooms[room_id] = RoomVideo(room_id, self.limits, lambda p, live: self._announce(room_id, p, live))
+            room = self.rooms[room_id] = RoomVideo(
+                room_id, self.limits, lambda p, live: self._announce(room_id, p, live),
+                (lambda seg: self._spawn(asyncio.ensure_future(self._store_segment(room_id, seg))))
+                if self._connect_media is not None else None,
+            )
         return room
 
     def _announce(self, room_id: str, program: Program, live: list[str]) -> None:
@@ -239,6 +252,36 @@ class VideoService:
         except Exception as exc:  # the next change says it again; the media goes on
             log.warning("program of room %s not announced: %s", room_id, exc)
 
+    # -- HLS ------------------------------------------------------------------------
+
+    def media(self) -> RedisClient:
+        """The bytes client HLS segments and playlists are stored and served with."""
+        if self._media is None:
+            assert self._connect_media is not None
+            self._media = self._connect_media()
+        return self._media
+
+    async def _store_segment(self, room_id: str, segment: Segment) -> None:
+        k = self._keys.room(room_id)
+        media = self.media()
+        try:
+            number = int(await media.incr(k.hls_seq))
+            await media.set(k.hls_segment(number), segment.data, ex=HLS_SEGMENT_TTL_S)
+            window = self._windows.setdefault(room_id, deque(maxlen=HLS_WINDOW))
+            window.append((number, segment.duration_s))
+            await media.set(k.hls_index, playlist(window, self.limits.gop_s).encode(), ex=HLS_INDEX_TTL_S)
+        except Exception as exc:  # a lost segment is a skip in the players; the next one goes on
+            log.warning("HLS segment of room %s not stored: %s", room_id, exc)
+
+    async def hls(self, room_id: str, name: str) -> bytes | None:
+        """The playlist (``index.m3u8``) or a segment (``<n>.ts``) of a room, from Redis (any node)."""
+        if self._connect_media is None:
+            return None
+        k = self._keys.room(room_id)
+        key = k.hls_index if name == "index.m3u8" else k.hls_segment(int(name.removesuffix(".ts")))
+        data = await self.media().get(key)
+        return bytes(data) if data is not None else None
+
     def _spawn(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -248,6 +291,7 @@ class VideoService:
     async def end_room(self, room_id: str) -> None:
         for session in [s for s in self.sessions.values() if s.room_id == room_id]:
             await self._end(session)
+        self._windows.pop(room_id, None)
         room = self.rooms.pop(room_id, None)
         if room is not None:
             self._ended = (self._ended[0] + room.frames_out, self._ended[1] + room.encode_seconds)
@@ -261,6 +305,8 @@ class VideoService:
         self.rooms.clear()
         for task in list(self._tasks):
             task.cancel()
+        if self._media is not None:
+            await self._media.aclose()
 
 
     def _peer(self) -> RTCPeerConnection:

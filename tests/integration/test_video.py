@@ -270,3 +270,45 @@ async def test_whip_and_whep_refusals(video_node: RunningNode, http: aiohttp.Cli
         await viewer.close()
         for pub in publishers:
             await pub.pc.close()
+
+
+async def test_hls_is_served_by_another_node_from_the_one_encode(start_node: StartNode,
+                                                                 http: aiohttp.ClientSession) -> None:
+    """The node holding the media cuts ~2 s MPEG-TS segments from its one encode; a second node that
+    holds nothing of the room serves the playlist and the segments (from Redis), and they decode."""
+    import io
+
+    a = await start_node(video_width=W, video_height=H)
+    b = await start_node(video_width=W, video_height=H)
+    await _live_room(http, a, "v4")
+    async with http.get(f"{b.base_url}/live/v4/index.m3u8") as r:
+        assert r.status == 404  # no camera yet
+    cam = Publisher(a, "v4", "cam1", GREEN)
+    try:
+        assert await cam.start(http, token("h", "host")) == 201
+        playlist = ""
+        for _ in range(200):  # two segments: about 4 s
+            async with http.get(f"{b.base_url}/live/v4/index.m3u8") as r:
+                if r.status == 200:
+                    assert r.headers["Content-Type"].startswith("application/vnd.apple.mpegurl")
+                    playlist = await r.text()
+                    if playlist.count(".ts") >= 2:
+                        break
+            await asyncio.sleep(0.05)
+        lines = playlist.splitlines()
+        assert lines[0] == "#EXTM3U" and "#EXT-X-ENDLIST" not in playlist  # live
+        assert any(line.startswith("#EXT-X-TARGETDURATION:") for line in lines)
+        durations = [float(line.split(":")[1].rstrip(",")) for line in lines if line.startswith("#EXTINF:")]
+        assert all(1.5 <= d <= 4.5 for d in durations), durations
+        segment = [line for line in lines if line.endswith(".ts")][-1]
+        async with http.get(f"{b.base_url}/live/v4/{segment}") as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "video/mp2t"
+            data = await r.read()
+        with av.open(io.BytesIO(data), format="mpegts") as ts:
+            frames = list(ts.decode(video=0))
+        assert len(frames) >= 30 and (frames[0].width, frames[0].height) == (W, H)
+        assert near(pixel(frames[-1], W // 2, H // 2), GREEN)
+        async with http.get(f"{b.base_url}/live/v4/99999999.ts") as r:
+            assert r.status == 404
+    finally:
+        await cam.pc.close()
