@@ -3,6 +3,7 @@
 /* global uPlot */
 import { LiveSocket, api, askForToken, esc, money, obtainToken, pct, roomFromUrl, tokenClaims } from "./live.js";
 import { reason, statusText, t, translatePage } from "./i18n.js";
+import { publish } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromUrl();
@@ -21,6 +22,93 @@ const MARKER_STYLE = {
   coupon_end: { color: "#9ca3af", label: () => "coupon end" },
   red_packet: { color: "#ea580c", label: (m) => `red packet ¥${money(m.total_cents)}` },
 };
+
+// -- video: this page's cameras (WHIP) and the room's program ------------------------------------
+
+const video = { program: null, local: new Map() }; // local: camera id -> {seat, stream}
+
+function renderVideo() {
+  const p = video.program;
+  const live = new Set(p?.live || []);
+  const ids = [...new Set([...live, ...video.local.keys()])].sort();
+  $("program-state").textContent = p?.main
+    ? t("video.state", {
+        main: p.main,
+        inset: p.layout === "pip" ? t("video.state_inset", { inset: p.inset, corner: t(`corner.${p.inset_corner}`) }) : "",
+        beauty: p.beauty ?? 0,
+      })
+    : t("video.none");
+  const box = $("cams");
+  for (const el of [...box.children]) if (!ids.includes(el.dataset.camera)) el.remove();
+  for (const id of ids) {
+    let el = box.querySelector(`[data-camera="${CSS.escape(id)}"]`);
+    if (!el) {
+      el = document.createElement("figure");
+      el.className = "cam";
+      el.dataset.camera = id;
+      el.dataset.testid = `camera-${id}`;
+      el.innerHTML = `<video muted playsinline autoplay></video><figcaption><b>${esc(id)}</b> <span class="badge"></span></figcaption>
+        <div class="cam-actions"><button data-main="${esc(id)}" data-testid="main-${esc(id)}">${esc(t("video.main"))}</button>
+        <button class="secondary" data-inset="${esc(id)}" data-testid="inset-${esc(id)}">${esc(t("video.inset"))}</button></div>`;
+      box.append(el);
+    }
+    const local = video.local.get(id);
+    const preview = el.querySelector("video");
+    if (local && preview.srcObject !== local.stream) preview.srcObject = local.stream;
+    preview.hidden = !local;
+    const badge = el.querySelector(".badge");
+    const role = p?.main === id ? "video.on_air" : p?.layout === "pip" && p?.inset === id ? "video.in_inset" : live.has(id) ? "video.live" : "";
+    badge.textContent = role ? t(role) : "";
+    badge.dataset.status = role ? "live" : "";
+    el.classList.toggle("on-air", p?.main === id);
+  }
+  $("beauty").value = p?.beauty ?? 0;
+  if (p?.inset_corner) $("pip-corner").value = p.inset_corner;
+}
+
+async function putProgram(change) {
+  const p = video.program || {};
+  const body = { layout: p.layout || "single", main: p.main, inset: p.inset || undefined,
+                 inset_corner: $("pip-corner").value, beauty: Number($("beauty").value), ...change };
+  if (body.layout !== "pip") delete body.inset;
+  try {
+    const program = await api("PUT", `/api/v1/rooms/${encodeURIComponent(room)}/program`, token, body);
+    video.program = { ...program };
+    $("video-note").textContent = "";
+  } catch (e) {
+    $("video-note").textContent = reason(e.code) || e.message;
+  }
+  renderVideo();
+}
+
+async function startCamera() {
+  let n = 1;
+  while (video.local.has(`cam${n}`) || (video.program?.live || []).includes(`cam${n}`)) n += 1;
+  const id = `cam${n}`;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    const seat = await publish(room, id, token, stream);
+    video.local.set(id, { seat, stream });
+    $("video-note").textContent = "";
+  } catch (e) {
+    $("video-note").textContent = t("video.failed", { reason: e.message || e.name });
+  }
+  renderVideo();
+}
+
+function wireVideo() {
+  $("publish-cam").addEventListener("click", startCamera);
+  $("cams").addEventListener("click", (ev) => {
+    const main = ev.target.dataset?.main;
+    const inset = ev.target.dataset?.inset;
+    if (main) putProgram(video.program?.inset === main ? { main, layout: "single" } : { main });
+    if (inset && inset !== video.program?.main) putProgram({ layout: "pip", inset });
+  });
+  $("pip-off").addEventListener("click", () => putProgram({ layout: "single" }));
+  $("pip-corner").addEventListener("change", () => video.program?.layout === "pip" && putProgram({}));
+  $("beauty").addEventListener("change", () => video.program?.main && putProgram({}));
+  window.addEventListener("pagehide", () => video.local.forEach(({ seat }) => seat.stop()));
+}
 
 function notice(text) {
   $("notice").textContent = text;
@@ -300,6 +388,12 @@ async function main() {
     $("title").textContent = w.room.title;
     document.title = `${w.room.title} · ${t("dash.title")}`;
     setStatus(w.room.status);
+    video.program = w.program || null;
+    renderVideo();
+  });
+  sock.on("program", (p) => {
+    video.program = p;
+    renderVideo();
   });
   sock.on("metrics", render);
   sock.on("alert", (a) => {
@@ -314,6 +408,8 @@ async function main() {
     notice(s.fatal ? t("dash.closed", { reason: s.reason || s.code }) : t("dash.reconnecting"));
   });
   sock.connect();
+  wireVideo();
+  renderVideo();
 
   const base = `/api/v1/rooms/${encodeURIComponent(room)}`;
   $("products").addEventListener("click", (ev) => {

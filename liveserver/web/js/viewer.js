@@ -3,9 +3,50 @@
 // the public API.  Words come from i18n.js (Simplified Chinese first, ?lang=en).
 import { LiveSocket, api, askForToken, esc, money, obtainToken, roomFromUrl } from "./live.js";
 import { reason, statusText, t, translatePage } from "./i18n.js";
+import { watch } from "./webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const room = roomFromUrl();
+
+// The program over WHEP: watched while a camera of the room is live, under the danmaku.
+const video = { seat: null, starting: false, live: [], retry: null };
+
+function onProgram(program) {
+  video.live = program?.live || [];
+  const el = $("program");
+  el.dataset.main = program?.main || "";
+  el.dataset.layout = program?.layout || "";
+  if (video.live.length && !video.seat && !video.starting) startVideo();
+  if (!video.live.length) stopVideo();
+}
+
+async function startVideo() {
+  clearTimeout(video.retry);
+  video.starting = true;
+  const el = $("program");
+  try {
+    video.seat = await watch(room, state.token, el);
+    el.onplaying = () => (el.hidden = false);
+    video.seat.pc.onconnectionstatechange = () => {
+      if (["failed", "closed"].includes(video.seat?.pc.connectionState)) {
+        stopVideo();
+        if (video.live.length) video.retry = setTimeout(startVideo, 2000);
+      }
+    };
+  } catch (e) {
+    // 409: no camera live yet (Retry-After); anything else: try again a little later
+    if (video.live.length) video.retry = setTimeout(startVideo, 1000 * (e.retryAfterS || 3));
+  } finally {
+    video.starting = false;
+  }
+}
+
+function stopVideo() {
+  clearTimeout(video.retry);
+  video.seat?.stop();
+  video.seat = null;
+  $("program").hidden = true;
+}
 
 const state = {
   drops: new Map(), // sale_id / coupon_id -> latest flash_sale / coupon message
@@ -300,6 +341,7 @@ async function main() {
     state.online = w.room.online;
     $("likes").textContent = w.room.likes ?? 0;
     showPinned(sock, w.pinned);
+    onProgram(w.program);
     // the welcome carries every drop and packet still open: what changed while the socket was
     // down (a sale that ended, a packet that expired) must not linger from before
     state.drops.clear();
@@ -313,6 +355,7 @@ async function main() {
     renderRoom();
   });
   sock.on("likes", (m) => ($("likes").textContent = m.total));
+  sock.on("program", onProgram);
   sock.on("product_pinned", (m) => showPinned(sock, m));
   sock.on("flash_sale", (m) => onDropMessage(sock, m));
   sock.on("coupon", (m) => onDropMessage(sock, m));
