@@ -211,7 +211,7 @@ def build_services(settings: Settings, redis: RedisClient, subscriber: Redis) ->
     )
     video = VideoService(store, rooms, broker.publish, VideoLimits(
         width=s.video_width, height=s.video_height, fps=s.video_fps, kbps=s.video_kbps, gop_s=s.video_gop_s,
-        queue_packets=s.whep_queue_packets,
+        queue_packets=s.whep_queue_packets, camera_timeout_s=s.video_camera_timeout_s,
     ), ice_hosts=s.offered_ice_hosts, connect_media=lambda: connect(
         s.redis_url or "", cluster=s.redis_cluster, max_connections=8, decode=False,
     ))

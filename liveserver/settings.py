@@ -153,6 +153,7 @@ class Settings:
     video_fps: int = 30
     video_kbps: int = 2500
     video_gop_s: float = 2.0
+    video_camera_timeout_s: float = 5.0  # a camera that sends no frame this long goes off
     whep_queue_packets: int = 90  # per WHEP viewer, about 3 s at 30 fps: past it, skip to the next keyframe
 
     # Lifecycle

@@ -16,3 +16,4 @@ class VideoLimits:
     gop_s: float = 2.0
     queue_packets: int = 90  # per viewer: about 3 s at 30 fps
     keyframe_interval_s: float = 1.0  # at most one requested keyframe a second
+    camera_timeout_s: float = 5.0  # a camera that sent no frame this long goes off (its publisher vanished)

@@ -45,6 +45,7 @@ class Camera:
     latest: av.VideoFrame | None = None
     frames: int = 0
     started: float = field(default_factory=time.monotonic)
+    last_frame: float = field(default_factory=time.monotonic)
 
     def stats(self) -> dict[str, object]:
         """``{camera, live, width, height, fps}`` (fps: frames received over its life so far)."""
@@ -101,7 +102,8 @@ class RoomVideo:
     """The media of one room on this node."""
 
     def __init__(self, room_id: str, limits: VideoLimits, on_program: Callable[[Program, list[str]], None],
-                 on_segment: Callable[[Segment], None] | None = None) -> None:
+                 on_segment: Callable[[Segment], None] | None = None,
+                 on_stale: Callable[[str], None] | None = None) -> None:
         self.room_id = room_id
         self.limits = limits
         self.cameras: dict[str, Camera] = {}
@@ -110,6 +112,7 @@ class RoomVideo:
         self._on_program = on_program  # told of every change of the program or of the live cameras
         self._composer = Composer()
         self._encoder = Encoder(limits.width, limits.height, limits.fps, limits.kbps, limits.gop_s)
+        self._on_stale = on_stale  # a camera sent nothing for camera_timeout_s: end its session
         self._on_segment = on_segment  # an HLS segment was cut (every ~gop_s), to store for every node
         self._segmenter = Segmenter(limits.width, limits.height, limits.fps, limits.gop_s) if on_segment else None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"video-{room_id}")
@@ -140,6 +143,7 @@ class RoomVideo:
                 if isinstance(frame, av.VideoFrame):
                     camera.latest = frame
                     camera.frames += 1
+                    camera.last_frame = time.monotonic()
         except MediaStreamError:  # the publisher's track ended
             pass
         finally:
@@ -184,6 +188,8 @@ class RoomVideo:
         while self.cameras:
             n += 1
             await asyncio.sleep(max(0.0, start + n * period - loop.time()))
+            if n % self.limits.fps == 0:
+                self._reap(time.monotonic())
             try:
                 job = self._job(n)
                 if job is None:
@@ -203,6 +209,16 @@ class RoomVideo:
                 for segment in segments:
                     self._on_segment(segment)
         self._ticker = None
+
+    def _reap(self, now: float) -> None:
+        """Cameras whose publisher stopped sending (a crashed app, a dead network) go off."""
+        for camera in list(self.cameras.values()):
+            if now - camera.last_frame > self.limits.camera_timeout_s:
+                log.info("camera %s of room %s sent nothing for %.0f s: off", camera.camera_id, self.room_id,
+                         now - camera.last_frame)
+                self.remove_camera(camera.camera_id, camera)
+                if self._on_stale is not None:
+                    self._on_stale(camera.camera_id)
 
     def _job(self, n: int) -> tuple[Layout, av.VideoFrame, av.VideoFrame | None, int] | None:
         p, limits = self.program, self.limits

@@ -238,8 +238,14 @@ class VideoService:
                 room_id, self.limits, lambda p, live: self._announce(room_id, p, live),
                 (lambda seg: self._spawn(asyncio.ensure_future(self._store_segment(room_id, seg))))
                 if self._connect_media is not None else None,
+                lambda camera: self._spawn(asyncio.ensure_future(self._camera_gone(room_id, camera))),
             )
         return room
+
+    async def _camera_gone(self, room_id: str, camera_id: str) -> None:
+        for session in [s for s in self.sessions.values()
+                        if s.kind == "whip" and s.room_id == room_id and s.camera_id == camera_id]:
+            await self._end(session)
 
     def _announce(self, room_id: str, program: Program, live: list[str]) -> None:
         msg = program_message(program, live)

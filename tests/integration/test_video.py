@@ -30,7 +30,11 @@ class ColourCamera(VideoStreamTrack):
         frame.planes[0].update(bytes(rgb) * (width * height))
         self._frame = frame.reformat(format="yuv420p")
 
+    frozen = False  # a publisher whose app hung: the connection stays up, no frame comes
+
     async def recv(self) -> av.VideoFrame:
+        while self.frozen:
+            await asyncio.sleep(0.05)
         pts, time_base = await self.next_timestamp()
         frame = self._frame
         frame.pts, frame.time_base = pts, time_base
@@ -66,10 +70,12 @@ class Publisher:
         self.location = ""
 
     async def start(self, http: aiohttp.ClientSession, tok: str) -> int:
-        self.pc.addTransceiver(ColourCamera(self.rgb), direction="sendonly")
+        self.track = ColourCamera(self.rgb)
+        self.pc.addTransceiver(self.track, direction="sendonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         url = f"{self.node.base_url}/api/v1/rooms/{self.room}/cameras/{self.camera}/whip"
         status, body, headers = await _post_sdp(http, url, self.pc.localDescription.sdp, tok)
+        self.answer = body
         if status == 201:
             self.location = headers["Location"]
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
@@ -312,3 +318,31 @@ async def test_hls_is_served_by_another_node_from_the_one_encode(start_node: Sta
             assert r.status == 404
     finally:
         await cam.pc.close()
+
+
+async def test_a_camera_that_stops_sending_goes_off_and_the_program_falls_back(start_node: StartNode,
+                                                                             http: aiohttp.ClientSession) -> None:
+    node = await start_node(video_width=W, video_height=H, video_camera_timeout_s=1.0)
+    await _live_room(http, node, "v5")
+    cams = [Publisher(node, "v5", "cam1", RED), Publisher(node, "v5", "cam2", BLUE)]
+    chat = await ViewerClient.connect(node.ws_url, token("c"), "v5")
+    try:
+        for cam in cams:
+            assert await cam.start(http, token("h", "host")) == 201
+        room = node.services.video.rooms["v5"]
+        for _ in range(100):
+            if all(c.frames for c in room.cameras.values()) and len(room.cameras) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert room.program.main == "cam1"
+        cams[0].track.frozen = True  # the connection stays up; the frames stop
+        for _ in range(100):
+            msg = await chat.wait_for("program", timeout_s=5)
+            if msg["live"] == ["cam2"]:
+                break
+        assert msg["main"] == "cam2"
+        assert not any(s.camera_id == "cam1" for s in node.services.video.sessions.values())  # its session ended
+    finally:
+        await chat.close()
+        for cam in cams:
+            await cam.pc.close()
