@@ -214,7 +214,7 @@ def build_services(settings: Settings, redis: RedisClient, subscriber: Redis) ->
         queue_packets=s.whep_queue_packets, camera_timeout_s=s.video_camera_timeout_s,
     ), ice_hosts=s.offered_ice_hosts, connect_media=lambda: connect(
         s.redis_url or "", cluster=s.redis_cluster, max_connections=8, decode=False,
-    ))
+    ), now_ms=clock.now_ms)
     rooms.on_end.append(video.end_room)
     services = Services(
         settings=s, node_id=node_id, keys=keys, redis=redis, scripts=scripts, clock=clock, metrics=metrics,

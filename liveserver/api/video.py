@@ -8,6 +8,8 @@ restart: 422) and DELETE (200).  OPTIONS answers CORS with ``Accept-Post``.
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 from ..errors import ApiError, BadRequest, Forbidden, NotFound
@@ -126,9 +128,14 @@ routes.options("/api/v1/rooms/{room}/whep")(_options)
 
 @routes.get("/live/{room}/index.m3u8")
 async def hls_playlist(request: web.Request) -> web.Response:
-    data = await request.app[SERVICES].video.hls(_id(request, "room"), "index.m3u8")
+    room = _id(request, "room")
+    video = request.app[SERVICES].video
+    data = await video.hls(room, "index.m3u8")
     if data is None:
         raise NotFound("no camera of this room is live")
+    # an HLS viewer: one player fetches the playlist every segment (behind a CDN: the CDN's fetches)
+    client = f"{request.remote}|{request.headers.get('User-Agent', '')}"
+    await video.seen_hls(room, hashlib.blake2b(client.encode(), digest_size=8).hexdigest())
     return web.Response(body=data, content_type="application/vnd.apple.mpegurl",
                         headers={"Cache-Control": "max-age=1", "Access-Control-Allow-Origin": "*"})
 

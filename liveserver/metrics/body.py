@@ -62,7 +62,22 @@ def build_body(readings: RoomReadings, drops: list[Drop], *, online: int, now_ms
     shown = [d for d in drops if d.status(now) != "ended" or d in ended[-ENDED_DROPS_SHOWN:]]
     body["drops"] = [{"kind": d.kind, **d.public(now)} for d in shown]
     body["red_packets"] = r.red_packets[-ENDED_DROPS_SHOWN:]
+    body["video"] = _video(r)
     return body
+
+
+def _video(r: RoomReadings) -> dict[str, Any]:
+    """The ``video`` block: the media node's status (none while no camera is live), and the HLS
+    viewers counted on every node."""
+    status = r.video or {}
+    program = status.get("program") or {}
+    return {
+        "cameras": list(status.get("cameras") or []),
+        "program": {"layout": program.get("layout", "single"), "main": program.get("main"),
+                    "inset": program.get("inset")},
+        "whep_viewers": int(status.get("whep_viewers") or 0),
+        "hls_viewers": r.hls_viewers,
+    }
 
 
 def _mark_sales(drops: list[Drop], now: int) -> list[dict[str, Any]]:

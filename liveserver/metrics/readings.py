@@ -52,3 +52,5 @@ class RoomReadings:
     red_packet_claims: int
     red_packet_cents: int
     red_packets: list[dict[str, Any]]  # each packet's figures, newest last
+    video: dict[str, Any] | None = None  # the media node's status: cameras, program, whep_viewers
+    hls_viewers: int = 0  # clients that fetched the room's HLS playlist in the last 10 s, on every node

@@ -64,6 +64,17 @@ OnlineOf = Callable[[str], Awaitable[int]]
 
 log = logging.getLogger(__name__)
 
+HLS_VIEWER_WINDOW_MS = 10_000  # an HLS player fetches its playlist every segment (about 2 s)
+
+
+def _json_object(raw: str | None) -> dict[str, Any] | None:
+    """A JSON object kept in Redis by another node, or None (absent, or not an object)."""
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
 PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
 
 
@@ -178,12 +189,15 @@ class RoomMetrics:
         pipe.hmget(k.meta, ["started_ms", "status", "dm_count"])
         pipe.hgetall(k.products)
         pipe.zrange(k.metric("markers"), 0, -1)
+        pipe.get(k.video_status)
+        pipe.zcount(k.hls_clients, now - HLS_VIEWER_WINDOW_MS, "+inf")
         for name in ROOM_SERIES:
             pipe.hgetall(k.metric(f"s:{name}"))
         for d in unsettled:
             pipe.hgetall(self._keys.drop(d.id).stats)
         (uv, exposure_uv, click_uv, cart_uv, order_uv, buyer_uv, peak, raw_counts, funnel_products, likes, danmaku,
-         thinned, (started_ms, status, dm_count), raw_catalog, logged_markers, *rest) = await pipe.execute()
+         thinned, (started_ms, status, dm_count), raw_catalog, logged_markers, video, hls_viewers,
+         *rest) = await pipe.execute()
         if dm_count is not None:  # the room's count; its ids (``danmaku``, read above) may jump
             danmaku = dm_count
         room_series, fresh_stats = rest[:len(ROOM_SERIES)], rest[len(ROOM_SERIES):]
@@ -202,6 +216,7 @@ class RoomMetrics:
             room_series={name: {int(m): int(v) for m, v in h.items()}
                          for name, h in zip(ROOM_SERIES, room_series, strict=True)},
             sale_stats=stats, red_packet_claims=claims, red_packet_cents=claimed_cents, red_packets=packets,
+            video=_json_object(video), hls_viewers=int(hls_viewers or 0),
         )
 
     def _sale_stats(self, sales: list[Drop], unsettled: list[Drop], fresh: list[dict[str, str]],

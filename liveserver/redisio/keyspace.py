@@ -123,6 +123,17 @@ class RoomKeys:
         return f"{self.tag}:hls:{number}"
 
     @property
+    def video_status(self) -> str:
+        """STRING: JSON of the room's video now (cameras, program, WHEP viewers), from the node that
+        holds its media, refreshed every second, expiring 5 s after the media stops."""
+        return f"{self.tag}:video"
+
+    @property
+    def hls_clients(self) -> str:
+        """ZSET client hash -> ms it last fetched the room's HLS playlist (HLS viewers)."""
+        return f"{self.tag}:hls:clients"
+
+    @property
     def program(self) -> str:
         """STRING: JSON of the room's last ``program`` message (video/service.py), for the welcome."""
         return f"{self.tag}:program"

@@ -103,7 +103,8 @@ class RoomVideo:
 
     def __init__(self, room_id: str, limits: VideoLimits, on_program: Callable[[Program, list[str]], None],
                  on_segment: Callable[[Segment], None] | None = None,
-                 on_stale: Callable[[str], None] | None = None) -> None:
+                 on_stale: Callable[[str], None] | None = None,
+                 on_second: Callable[[], None] | None = None) -> None:
         self.room_id = room_id
         self.limits = limits
         self.cameras: dict[str, Camera] = {}
@@ -112,6 +113,7 @@ class RoomVideo:
         self._on_program = on_program  # told of every change of the program or of the live cameras
         self._composer = Composer()
         self._encoder = Encoder(limits.width, limits.height, limits.fps, limits.kbps, limits.gop_s)
+        self._on_second = on_second  # once a second while the room's clock runs (its status for the metrics)
         self._on_stale = on_stale  # a camera sent nothing for camera_timeout_s: end its session
         self._on_segment = on_segment  # an HLS segment was cut (every ~gop_s), to store for every node
         self._segmenter = Segmenter(limits.width, limits.height, limits.fps, limits.gop_s) if on_segment else None
@@ -190,6 +192,8 @@ class RoomVideo:
             await asyncio.sleep(max(0.0, start + n * period - loop.time()))
             if n % self.limits.fps == 0:
                 self._reap(time.monotonic())
+                if self._on_second is not None:
+                    self._on_second()
             try:
                 job = self._job(n)
                 if job is None:

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ PROGRAM_TTL_S = 24 * 3600
 HLS_WINDOW = 6  # segments in the live playlist (about 12 s)
 HLS_SEGMENT_TTL_S = 60  # a segment outlives the window, for players a little behind
 HLS_INDEX_TTL_S = 10  # the playlist goes (404) soon after the last camera
+HLS_CLIENT_TTL_MS = 60_000  # HLS players remembered this long (the metrics count the last 10 s)
+VIDEO_STATUS_TTL_S = 5
 MAX_WHEP_PER_USER = 4  # a user's WHEP seats on this node (each holds a peer connection and its sockets)
 
 
@@ -82,11 +85,13 @@ class WhipSession:
     user: str
     pc: RTCPeerConnection
     track: PacketTrack | None = None
+    rate_mark: tuple[int, float] | None = None  # (bytes received, when): the last bitrate sample
 
 
 class VideoService:
     def __init__(self, store: Store, rooms: RoomService, publish: Publish, limits: VideoLimits,
-                 ice_hosts: Sequence[str] = (), connect_media: Callable[[], RedisClient] | None = None) -> None:
+                 ice_hosts: Sequence[str] = (), connect_media: Callable[[], RedisClient] | None = None,
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self._redis, self._scripts, self._keys = store
         self._rooms = rooms
         self._publish = publish
@@ -95,6 +100,7 @@ class VideoService:
         self.sessions: dict[str, WhipSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ice_hosts = tuple(ice_hosts)  # () = every interface
+        self._now_ms = now_ms  # the shared (Redis) clock
         self._connect_media = connect_media  # a bytes client for HLS segments; None: no HLS
         self._media: RedisClient | None = None
         self._windows: dict[str, deque[tuple[int, float]]] = {}
@@ -239,8 +245,54 @@ class VideoService:
                 (lambda seg: self._spawn(asyncio.ensure_future(self._store_segment(room_id, seg))))
                 if self._connect_media is not None else None,
                 lambda camera: self._spawn(asyncio.ensure_future(self._camera_gone(room_id, camera))),
+                lambda: self._spawn(asyncio.ensure_future(self._write_status(room_id))),
             )
         return room
+
+    async def _write_status(self, room_id: str) -> None:
+        """The room's video now, for the metrics body of every node (expires 5 s after the media stops)."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        cameras = []
+        for camera in list(room.cameras.values()):
+            stats = camera.stats()
+            stats["kbps"] = await self._kbps(room_id, camera.camera_id)
+            cameras.append(stats)
+        status = {"cameras": cameras, "program": room.program.public(room.live), "whep_viewers": len(room.viewers)}
+        try:
+            await self._redis.set(self._keys.room(room_id).video_status, json.dumps(status), ex=VIDEO_STATUS_TTL_S)
+        except Exception as exc:  # the next second tries again
+            log.warning("video status of room %s not written: %s", room_id, exc)
+
+    async def _kbps(self, room_id: str, camera_id: str) -> int | None:
+        """A camera's incoming bitrate since the last call, in kbit/s (from its session's transport stats)."""
+        session = next((s for s in self.sessions.values()
+                        if s.kind == "whip" and s.room_id == room_id and s.camera_id == camera_id), None)
+        if session is None:
+            return None
+        try:
+            report = await session.pc.getStats()
+        except Exception:  # a connection closing under us
+            return None
+        # aiortc counts bytes per transport (one WHIP session: one camera, and its audio if any)
+        received = sum(getattr(s, "bytesReceived", 0) for s in report.values() if getattr(s, "type", "") == "transport")
+        now = time.monotonic()
+        last = session.rate_mark
+        session.rate_mark = (received, now)
+        if last is None or now <= last[1]:
+            return None
+        return round((received - last[0]) * 8 / (now - last[1]) / 1000)
+
+    async def seen_hls(self, room_id: str, client: str) -> None:
+        """An HLS player fetched the room's playlist (the HLS viewers of the metrics, on every node)."""
+        k = self._keys.room(room_id)
+        now = self._now_ms()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(k.hls_clients, {client: now})
+        pipe.zremrangebyscore(k.hls_clients, "-inf", now - HLS_CLIENT_TTL_MS)
+        pipe.pexpire(k.hls_clients, HLS_CLIENT_TTL_MS)
+        await pipe.execute()
 
     async def _camera_gone(self, room_id: str, camera_id: str) -> None:
         for session in [s for s in self.sessions.values()

@@ -119,6 +119,8 @@ async def test_the_dashboard_publishes_cameras_and_switches_what_viewers_see(sta
         await dash.get_by_test_id("inset-cam1").click()
         await expect(dash.get_by_test_id("program-state")).to_contain_text("小窗 cam1（右下）")
         await expect(view.get_by_test_id("program-video")).to_have_attribute("data-layout", "pip")
+        await expect(dash.get_by_test_id("video-figures")).to_have_text("WebRTC 观众 1 · HLS 观众 0", timeout=5000)
+        await expect(dash.get_by_test_id("camera-cam1")).to_contain_text("kbps", timeout=5000)
         await dash.get_by_test_id("beauty").fill("40")
         await expect(dash.get_by_test_id("program-state")).to_contain_text("美颜 40")
         assert node.services.video.rooms[room].program.beauty == 40

@@ -316,6 +316,18 @@ async def test_hls_is_served_by_another_node_from_the_one_encode(start_node: Sta
         assert near(pixel(frames[-1], W // 2, H // 2), GREEN)
         async with http.get(f"{b.base_url}/live/v4/99999999.ts") as r:
             assert r.status == 404
+        video: dict[str, Any] = {}
+        for _ in range(60):  # the host's metrics, on the node without the media: the contract's video block
+            async with http.get(f"{b.base_url}/api/v1/rooms/v4/metrics",
+                                headers={"Authorization": f"Bearer {token('h', 'host')}"}) as r:
+                video = (await r.json())["video"]
+            if video["cameras"] and video["cameras"][0]["kbps"]:
+                break
+            await asyncio.sleep(0.1)
+        assert [c["camera"] for c in video["cameras"]] == ["cam1"]
+        assert video["cameras"][0]["width"] == 320 and video["cameras"][0]["kbps"] > 0
+        assert video["program"] == {"layout": "single", "main": "cam1", "inset": None}
+        assert video["hls_viewers"] == 1 and video["whep_viewers"] == 0
     finally:
         await cam.pc.close()
 

@@ -66,6 +66,18 @@ function renderVideo() {
   if (p?.inset_corner) $("pip-corner").value = p.inset_corner;
 }
 
+function renderVideoFigures(v) {
+  if (!v) return;
+  const kbps = Object.fromEntries((v.cameras || []).map((c) => [c.camera, c]));
+  $("video-figures").textContent = t("video.figures", { whep: v.whep_viewers, hls: v.hls_viewers });
+  for (const el of $("cams").children) {
+    const c = kbps[el.dataset.camera];
+    const info = el.querySelector(".cam-info") || el.querySelector("figcaption").appendChild(document.createElement("small"));
+    info.className = "cam-info";
+    info.textContent = c ? `${c.width ?? "–"}×${c.height ?? "–"} · ${c.fps} fps · ${c.kbps ?? "–"} kbps` : "";
+  }
+}
+
 async function putProgram(change) {
   const p = video.program || {};
   const body = { layout: p.layout || "single", main: p.main, inset: p.inset || undefined,
@@ -316,6 +328,7 @@ function render(m) {
   renderFunnel(m);
   renderProducts(m);
   renderDrops(m);
+  renderVideoFigures(m.video);
   renderAlerts(m.alerts || []);
   renderCharts(m);
   $("updated").textContent = t("dash.updated", { t: new Date(m.ts_ms).toLocaleTimeString() });

@@ -39,7 +39,7 @@ def test_an_empty_room_has_every_field_and_zero_ratios() -> None:
         "click_uv", "cart_uv", "order_count", "order_uv", "paid_count", "buyer_uv", "gmv_cents", "last_paid_at_ms",
         "red_packet_claims", "red_packet_cents", "danmaku_thinned", "series_start_minute", "avg_watch_s", "ctr",
         "click_to_pay_rate", "conversion_rate", "gpm_cents", "uv_value_cents", "products", "series", "windows",
-        "markers", "drops", "red_packets",
+        "markers", "drops", "red_packets", "video",
     ]
     assert body["room_id"] == "r1" and body["ts_ms"] == NOW and body["room_status"] == "scheduled"
     # every denominator is 0: the ratios are 0, not an error
@@ -49,6 +49,8 @@ def test_an_empty_room_has_every_field_and_zero_ratios() -> None:
     assert body["series_start_minute"] == MINUTE  # not started: the series begin now
     assert body["series"] == {name: [0] for name in SERIES} and list(body["series"]) == list(SERIES)
     assert body["products"] == [] and body["markers"] == [] and body["drops"] == [] and body["red_packets"] == []
+    assert body["video"] == {"cameras": [], "program": {"layout": "single", "main": None, "inset": None},
+                             "whep_viewers": 0, "hls_viewers": 0}
 
 
 def test_the_funnel_and_its_ratios() -> None:
@@ -159,3 +161,12 @@ def test_counts_read_pass_through() -> None:
     body = build(likes=42, danmaku=17, danmaku_thinned=3, room_status=None, online=5)
     assert (body["likes"], body["danmaku"], body["danmaku_thinned"]) == (42, 17, 3)
     assert body["room_status"] is None and body["online"] == 5
+
+
+def test_the_video_block_is_the_media_nodes_status_and_the_hls_viewers_of_every_node() -> None:
+    status = {"cameras": [{"camera": "cam1", "fps": 29.8, "width": 1280, "height": 720, "kbps": 2410}],
+              "program": {"layout": "pip", "main": "cam1", "inset": "cam2", "inset_corner": "br"},
+              "whep_viewers": 3}
+    video = build(video=status, hls_viewers=41)["video"]
+    assert video == {"cameras": status["cameras"], "program": {"layout": "pip", "main": "cam1", "inset": "cam2"},
+                     "whep_viewers": 3, "hls_viewers": 41}
