@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS and WSS on the port (env LIVESERVER_TLS_CERT)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env LIVESERVER_TLS_KEY)")
+    serve.add_argument("--public-url", help="the URL other nodes redirect WHIP and WHEP to for this node's rooms")
     serve.add_argument("--ice-host", dest="ice_hosts", metavar="ADDR[,ADDR]",
                        help="addresses WebRTC host candidates are offered on (default: --host unless a wildcard)")
     serve.add_argument("--tls-min", choices=["1.2", "1.3"], help="oldest TLS version accepted (default 1.2; 1.3 is preferred)")
@@ -121,6 +122,8 @@ async def _serve(settings: Settings, sock: socket.socket, parent_pid: int | None
     shown = f"[{host}]" if ":" in host else host
     log.info("listening on %s://%s:%d (WebSocket: %s://%s:%d/ws)%s", http, shown, port, ws, shown, port,
              f", TLS {settings.tls_min}+" if settings.tls_cert else "")
+    if settings.public_url or settings.workers == 1:  # workers share the port: an address is no one worker's
+        app[SERVICES].video.advertise(settings.public_url or f"{http}://{shown}:{port}")
     if settings.dev:
         await seed_demo(app[SERVICES], f"{http}://{shown}:{port}")
 
@@ -219,6 +222,7 @@ def serve(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls_min=args.tls_min,
             ice_hosts=args.ice_hosts,
+            public_url=args.public_url,
         )
     except SettingsError as exc:
         return _fail(str(exc), EXIT_CONFIG)

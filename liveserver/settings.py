@@ -148,6 +148,9 @@ class Settings:
     #: host candidates are offered on these addresses only; () = ``host`` when it is not a
     #: wildcard, else every interface (LIVESERVER_ICE_HOSTS, comma-separated; --ice-host)
     ice_hosts: tuple[str, ...] = ()
+    #: where other nodes send WHIP and WHEP for the rooms whose media this node holds (a 307);
+    #: None = the address it listens on, when it runs one worker (LIVESERVER_PUBLIC_URL, --public-url)
+    public_url: str | None = None
     video_width: int = 1280
     video_height: int = 720
     video_fps: int = 30
@@ -188,6 +191,8 @@ class Settings:
         for name in ("tls_min", "embedded_appendfsync"):
             if env.get(f"LIVESERVER_{name.upper()}"):
                 values[name] = env[f"LIVESERVER_{name.upper()}"]
+        if env.get("LIVESERVER_PUBLIC_URL"):
+            values["public_url"] = env["LIVESERVER_PUBLIC_URL"]
         if env.get("LIVESERVER_ICE_HOSTS"):
             values["ice_hosts"] = env["LIVESERVER_ICE_HOSTS"]
         if env.get("LIVESERVER_REDIS_CLUSTER", "").lower() in ("1", "true", "yes"):
@@ -261,6 +266,8 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise SettingsError(f"--{name.replace('_', '-')} {path} is not a readable file")
+        if self.public_url is not None and not re.match(r"\Ahttps?://[^/\s]+\Z", self.public_url):
+            raise SettingsError(f"--public-url must be http(s)://host[:port], not {self.public_url!r}")
         for address in self.ice_hosts:
             try:
                 ipaddress.ip_address(address)

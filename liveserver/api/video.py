@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 
+import aiohttp
 from aiohttp import web
 
-from ..errors import ApiError, BadRequest, Forbidden, NotFound
+from ..errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from ..http import json_response, principal, read_json, writer_principal
 from ..keys import SERVICES
+from ..video.service import Elsewhere
 from ..wire import ID_RE
 
 __all__ = ["routes"]
@@ -59,9 +61,38 @@ async def _sdp(request: web.Request, content_type: str = SDP) -> str:
         raise BadRequest("the SDP is not UTF-8") from None
 
 
-def _answer(answer: str, location: str) -> web.Response:
-    return web.Response(status=201, body=answer.encode(), content_type=SDP,
-                        headers={"Location": location, **_CORS})
+FORWARDED = "X-Liveserver-Forwarded"  # a request one node passed to another: never passed on again
+_PASSED_ON = ("Authorization", "Content-Type", "User-Agent")
+_PASSED_BACK = ("Content-Type", "Location", "Retry-After", "ETag", "Link")
+
+
+async def _forward(request: web.Request, base_url: str, body: bytes) -> web.Response:
+    """The room's media is on the node at ``base_url``: pass the request there and its answer back.
+
+    Forwarded rather than redirected: a 307 to another origin loses ``Authorization`` (browsers and
+    aiohttp drop it), and WHIP clients need not follow redirects.  The media itself then flows
+    between the client and that node (the answer's candidates are its), and the session's URL in
+    ``Location`` is that node's, so PATCH and DELETE go there directly."""
+    if request.headers.get(FORWARDED):
+        raise Conflict("the node this was forwarded to does not hold the room's media either: retry")
+    headers = {h: request.headers[h] for h in _PASSED_ON if h in request.headers}
+    headers[FORWARDED] = "1"
+    http = request.app[SERVICES].video.http()
+    try:
+        async with http.request(request.method, base_url + request.path_qs, data=body, headers=headers,
+                                allow_redirects=False) as resp:
+            data = await resp.read()
+            kept = {h: resp.headers[h] for h in _PASSED_BACK if h in resp.headers}
+            return web.Response(status=resp.status, body=data, headers={**kept, **_CORS})
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise Unavailable(f"the node that holds the room's media does not answer: {exc}") from None
+
+
+def _answer(request: web.Request, answer: str, path: str) -> web.Response:
+    """201 with the answer; ``Location`` is absolute when this node knows its URL (the session lives
+    here, whichever node the client first asked)."""
+    base = request.app[SERVICES].video.base_url or ""
+    return web.Response(status=201, body=answer.encode(), content_type=SDP, headers={"Location": base + path, **_CORS})
 
 
 # -- WHIP ---------------------------------------------------------------------------------------
@@ -72,8 +103,11 @@ async def whip(request: web.Request) -> web.Response:
     room, camera = _id(request, "room"), _id(request, "camera")
     who = await writer_principal(request)
     offer = await _sdp(request)
-    session_id, answer = await request.app[SERVICES].video.publish_camera(room, camera, who, offer)
-    return _answer(answer, f"/api/v1/rooms/{room}/cameras/{camera}/whip/{session_id}")
+    try:
+        session_id, answer = await request.app[SERVICES].video.publish_camera(room, camera, who, offer)
+    except Elsewhere as exc:
+        return await _forward(request, exc.base_url, offer.encode())
+    return _answer(request, answer, f"/api/v1/rooms/{room}/cameras/{camera}/whip/{session_id}")
 
 
 # -- WHEP ---------------------------------------------------------------------------------------
@@ -84,8 +118,11 @@ async def whep(request: web.Request) -> web.Response:
     room = _id(request, "room")
     who = principal(request)
     offer = await _sdp(request)
-    session_id, answer = await request.app[SERVICES].video.watch(room, who, offer)  # NoProgram: 409, Retry-After
-    return _answer(answer, f"/api/v1/rooms/{room}/whep/{session_id}")
+    try:
+        session_id, answer = await request.app[SERVICES].video.watch(room, who, offer)  # NoProgram: 409, Retry-After
+    except Elsewhere as exc:
+        return await _forward(request, exc.base_url, offer.encode())
+    return _answer(request, answer, f"/api/v1/rooms/{room}/whep/{session_id}")
 
 
 # -- sessions -----------------------------------------------------------------------------------
@@ -162,4 +199,7 @@ async def cameras(request: web.Request) -> web.Response:
 async def put_program(request: web.Request) -> web.Response:
     who = await writer_principal(request)
     body = await read_json(request)
-    return json_response(await request.app[SERVICES].video.set_program(_id(request, "room"), who, body))
+    try:
+        return json_response(await request.app[SERVICES].video.set_program(_id(request, "room"), who, body))
+    except Elsewhere as exc:
+        return await _forward(request, exc.base_url, await request.read())

@@ -129,6 +129,12 @@ class RoomKeys:
         return f"{self.tag}:video"
 
     @property
+    def video_node(self) -> str:
+        """STRING: the base URL of the node that holds the room's media (WHIP and WHEP go there),
+        claimed with SET NX by the first camera and kept alive every second."""
+        return f"{self.tag}:video:node"
+
+    @property
     def hls_clients(self) -> str:
         """ZSET client hash -> ms it last fetched the room's HLS playlist (HLS viewers)."""
         return f"{self.tag}:hls:clients"

@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+
 from ..auth import Principal
 from ..errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, RateLimited
 from ..redisio.client import RedisClient
@@ -55,6 +57,16 @@ HLS_INDEX_TTL_S = 10  # the playlist goes (404) soon after the last camera
 HLS_CLIENT_TTL_MS = 60_000  # HLS players remembered this long (the metrics count the last 10 s)
 VIDEO_STATUS_TTL_S = 5
 MAX_WHEP_PER_USER = 4  # a user's WHEP seats on this node (each holds a peer connection and its sockets)
+
+
+class Elsewhere(ApiError):
+    """The room's media is held by another node (api/video.py forwards the request there)."""
+
+    status, code = 409, "conflict"
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(f"this room's media is served by {base_url}")
+        self.base_url = base_url
 
 
 class NoProgram(ApiError):
@@ -101,16 +113,45 @@ class VideoService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ice_hosts = tuple(ice_hosts)  # () = every interface
         self._now_ms = now_ms  # the shared (Redis) clock
+        self.base_url: str | None = None  # where other nodes forward WHIP and WHEP for our rooms
+        self._http: aiohttp.ClientSession | None = None
         self._connect_media = connect_media  # a bytes client for HLS segments; None: no HLS
         self._media: RedisClient | None = None
         self._windows: dict[str, deque[tuple[int, float]]] = {}
         self._ended = (0, 0.0)  # frames and encode seconds of the rooms that ended, so the counters never fall
+
+    def http(self) -> aiohttp.ClientSession:
+        """The client that forwards requests to the node holding a room's media."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        return self._http
+
+    def advertise(self, base_url: str) -> None:
+        """This node's URL, for the other nodes' redirects (the CLI, once it listens)."""
+        self.base_url = base_url.rstrip("/")
+
+    async def _holder(self, room_id: str, *, claim: bool) -> None:
+        """Raise :class:`Elsewhere` when another node holds the room's media; with ``claim``,
+        take the room for this node if no one holds it."""
+        if (room_id in self.rooms and self.rooms[room_id].cameras) or self.base_url is None:
+            return
+        key = self._keys.room(room_id).video_node
+        if claim and await self._redis.set(key, self.base_url, nx=True, ex=VIDEO_STATUS_TTL_S):
+            return
+        holder = await self._redis.get(key)
+        if holder is None or holder == self.base_url:
+            if holder == self.base_url and room_id not in self.rooms and not claim:
+                raise Conflict("this room's media is on another worker of this address: run one worker a node "
+                               "for video, or give each its own --public-url")
+            return
+        raise Elsewhere(holder)
 
     # -- publishing (WHIP) --------------------------------------------------------
 
     async def publish_camera(self, room_id: str, camera_id: str, who: Principal, offer: str) -> tuple[str, str]:
         """A host's camera goes live: (session id, SDP answer)."""
         await self._rooms.get_run(room_id, who)
+        await self._holder(room_id, claim=True)
         room = self._room(room_id)
         if camera_id in room.cameras or any(
             s.kind == "whip" and s.room_id == room_id and s.camera_id == camera_id for s in self.sessions.values()
@@ -136,6 +177,7 @@ class VideoService:
         await self._rooms.get(room_id)
         room = self.rooms.get(room_id)
         if room is None or room.program.main is None:
+            await self._holder(room_id, claim=False)
             raise NoProgram(f"no camera of room {room_id} is live yet")
         if sum(1 for s in self.sessions.values() if s.kind == "whep" and s.user == who.user) >= MAX_WHEP_PER_USER:
             raise RateLimited(f"at most {MAX_WHEP_PER_USER} WHEP sessions a user: close one first", retry_after_s=5)
@@ -219,15 +261,25 @@ class VideoService:
         room = self.rooms.get(room_id)
         live = room.live if room is not None else []
         if room is None or not live:
+            await self._holder(room_id, claim=False)
             raise Conflict(f"no camera of room {room_id} is live")
         program = parse_program(body, live, room.program)
         room.set_program(program)
         return program.public(live)
 
     async def cameras(self, room_id: str) -> list[dict[str, object]]:
+        """The room's live cameras: here if this node holds its media, else from its status in Redis."""
         await self._rooms.get(room_id)
         room = self.rooms.get(room_id)
-        return [c.stats() for c in room.cameras.values()] if room is not None else []
+        if room is not None and room.cameras:
+            return [c.stats() for c in room.cameras.values()]
+        raw = await self._redis.get(self._keys.room(room_id).video_status)
+        try:
+            status = json.loads(raw) if raw else {}
+        except ValueError:
+            status = {}
+        cameras = status.get("cameras") if isinstance(status, dict) else None
+        return [{k: v for k, v in c.items() if k != "kbps"} for c in cameras or [] if isinstance(c, dict)]
 
     def totals(self) -> tuple[int, int, float, int]:
         """(cameras live, frames encoded, seconds spent encoding, WHEP viewers) on this node."""
@@ -260,8 +312,11 @@ class VideoService:
             stats["kbps"] = await self._kbps(room_id, camera.camera_id)
             cameras.append(stats)
         status = {"cameras": cameras, "program": room.program.public(room.live), "whep_viewers": len(room.viewers)}
+        k = self._keys.room(room_id)
         try:
-            await self._redis.set(self._keys.room(room_id).video_status, json.dumps(status), ex=VIDEO_STATUS_TTL_S)
+            await self._redis.set(k.video_status, json.dumps(status), ex=VIDEO_STATUS_TTL_S)
+            if self.base_url is not None and room.cameras:
+                await self._redis.set(k.video_node, self.base_url, ex=VIDEO_STATUS_TTL_S)
         except Exception as exc:  # the next second tries again
             log.warning("video status of room %s not written: %s", room_id, exc)
 
@@ -365,6 +420,8 @@ class VideoService:
             task.cancel()
         if self._media is not None:
             await self._media.aclose()
+        if self._http is not None:
+            await self._http.close()
 
 
     def _peer(self) -> RTCPeerConnection:

@@ -95,6 +95,7 @@ async def start_node(base_settings: Settings) -> AsyncIterator[StartNode]:
         sock = socket.create_server(("127.0.0.1", 0), backlog=4096)
         await start_site(runner, sock, settings, runner.app[SERVICES].guard)  # the CLI's site: guard, TLS
         port = sock.getsockname()[1]
+        runner.app[SERVICES].video.advertise(f"http://127.0.0.1:{port}")  # as the CLI does once it listens
         node = RunningNode(runner, port, settings)
         running.append(node)
         return node

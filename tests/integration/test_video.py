@@ -169,7 +169,7 @@ async def test_a_camera_published_over_whip_is_watched_over_whep(video_node: Run
         assert await cam.start(http, token("h", "host")) == 201
         program = await chat.wait_for("program")  # every viewer on /ws hears of it
         assert program["main"] == "cam1" and program["live"] == ["cam1"] and program["layout"] == "single"
-        assert cam.location.startswith("/api/v1/rooms/v1/cameras/cam1/whip/")
+        assert cam.location.startswith(f"{video_node.base_url}/api/v1/rooms/v1/cameras/cam1/whip/")
         async with http.get(f"{video_node.base_url}/api/v1/rooms/v1/cameras",
                             headers={"Authorization": f"Bearer {token('v')}"}) as r:
             assert [c["camera"] for c in (await r.json())["cameras"]] == ["cam1"]
@@ -228,7 +228,7 @@ async def test_switch_pip_and_fallback_reach_the_viewer(video_node: RunningNode,
         await viewer.colour_becomes(16 + 20, 16 + 10, RED)  # the inset, in the top left corner
         assert near(pixel(viewer.frames[-1], W - 30, H - 30), BLUE)  # the main elsewhere
 
-        async with http.delete(video_node.base_url + cams[1].location, headers=auth) as r:
+        async with http.delete(cams[1].location, headers=auth) as r:
             assert r.status == 200
         await viewer.colour_becomes(W // 2, H // 2, RED)  # the main went off: the other camera takes over
         assert room.program.layout == "single" and room.program.main == "cam1"
@@ -356,5 +356,42 @@ async def test_a_camera_that_stops_sending_goes_off_and_the_program_falls_back(s
         assert not any(s.camera_id == "cam1" for s in node.services.video.sessions.values())  # its session ended
     finally:
         await chat.close()
+        for cam in cams:
+            await cam.pc.close()
+
+
+async def test_whip_whep_and_the_program_on_another_node_reach_the_media_node(start_node: StartNode,
+                                                                              http: aiohttp.ClientSession) -> None:
+    """One room's media runs on one node: a WHIP or WHEP offer or a PUT program that reaches another
+    node is forwarded to it (the answer's candidates and the session URL are that node's), and any
+    node lists the cameras."""
+    a = await start_node(video_width=W, video_height=H)
+    b = await start_node(video_width=W, video_height=H)
+    await _live_room(http, a, "v6")
+    host = token("h", "host")
+    cams = [Publisher(a, "v6", "cam1", RED), Publisher(b, "v6", "cam2", BLUE)]
+    viewer = Viewer()
+    try:
+        assert await cams[0].start(http, host) == 201
+        assert await cams[1].start(http, host) == 201  # posted to b, forwarded to a, which holds the room
+        assert cams[1].location.startswith(a.base_url)
+        assert sorted(a.services.video.rooms["v6"].cameras) == ["cam1", "cam2"] and not b.services.video.rooms.get("v6")
+        status, answer, _ = await viewer.start(http, b, "v6", token("v"))
+        assert status == 201, answer
+        await viewer.colour_becomes(W // 2, H // 2, RED)
+        async with http.put(f"{b.base_url}/api/v1/rooms/v6/program", json={"main": "cam2"},
+                            headers={"Authorization": f"Bearer {host}"}) as r:
+            assert r.status == 200 and (await r.json())["main"] == "cam2"
+        await viewer.colour_becomes(W // 2, H // 2, BLUE)
+        for _ in range(40):
+            async with http.get(f"{b.base_url}/api/v1/rooms/v6/cameras",
+                                headers={"Authorization": f"Bearer {token('v')}"}) as r:
+                listed = [c["camera"] for c in (await r.json())["cameras"]]
+            if listed == ["cam1", "cam2"]:
+                break
+            await asyncio.sleep(0.1)
+        assert listed == ["cam1", "cam2"]
+    finally:
+        await viewer.close()
         for cam in cams:
             await cam.pc.close()
