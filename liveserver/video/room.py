@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import av
 from aiortc import MediaStreamTrack
@@ -34,7 +35,10 @@ from .hls import Segment, Segmenter
 from .limits import VideoLimits
 from .program import Program, settle
 
-__all__ = ["Camera", "PacketTrack", "RoomVideo"]
+__all__ = ["AudioPacketTrack", "Camera", "PacketTrack", "ProgramAudio", "RoomVideo"]
+
+AUDIO_QUEUE_PACKETS = 50  # per viewer: 1 s of 20 ms Opus packets
+OPUS_TIME_BASE = Fraction(1, 48000)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,59 @@ class PacketTrack(MediaStreamTrack):
         self._room.viewers.discard(self)
 
 
+class AudioPacketTrack(MediaStreamTrack):
+    """One viewer's sound: the room's Opus packets (encoded once), through a bounded queue that
+    drops its oldest packets when the viewer falls behind (audio has no keyframes)."""
+
+    kind = "audio"
+
+    def __init__(self, room: RoomVideo) -> None:
+        super().__init__()
+        self._room = room
+        self._queue: deque[av.Packet] = deque(maxlen=AUDIO_QUEUE_PACKETS)
+        self._ready = asyncio.Event()
+
+    def offer(self, packet: av.Packet) -> None:
+        self._queue.append(packet)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+        self._room.listeners.discard(self)
+
+
+class ProgramAudio:
+    """The program's sound: the main camera's audio, encoded once (Opus, 48 kHz) for every viewer."""
+
+    def __init__(self) -> None:
+        from aiortc.codecs.opus import OpusEncoder
+
+        self._encoder = OpusEncoder()
+        self._samples = 0  # the program's own clock: cameras' clocks differ, a switch must not jump
+
+    def encode(self, frame: av.AudioFrame) -> list[av.Packet]:
+        if frame.format.name != "s16" or frame.layout.name not in ("mono", "stereo"):
+            frame = av.AudioResampler(format="s16", layout="stereo", rate=frame.sample_rate).resample(frame)[0]
+        frame.pts, frame.time_base = self._samples, Fraction(1, frame.sample_rate)
+        self._samples += frame.samples
+        payloads, timestamp = self._encoder.encode(frame)
+        packets = []
+        for payload in payloads:
+            packet = av.Packet(payload)
+            packet.pts, packet.time_base = timestamp, OPUS_TIME_BASE
+            packets.append(packet)
+        return packets
+
+
 class RoomVideo:
     """The media of one room on this node."""
 
@@ -109,6 +166,8 @@ class RoomVideo:
         self.limits = limits
         self.cameras: dict[str, Camera] = {}
         self.viewers: set[PacketTrack] = set()
+        self.listeners: set[AudioPacketTrack] = set()  # the viewers' sound (those whose offer had audio)
+        self._audio: ProgramAudio | None = None
         self.program = Program()
         self._on_program = on_program  # told of every change of the program or of the live cameras
         self._composer = Composer()
@@ -150,6 +209,28 @@ class RoomVideo:
             pass
         finally:
             self.remove_camera(camera.camera_id, camera)
+
+    def add_audio(self, camera_id: str, track: MediaStreamTrack) -> asyncio.Task[None]:
+        """A camera's sound: the program carries the main camera's, encoded once while anyone listens."""
+        return asyncio.get_running_loop().create_task(self._hear(camera_id, track),
+                                                      name=f"audio:{self.room_id}:{camera_id}")
+
+    async def _hear(self, camera_id: str, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if camera_id != self.program.main or not self.listeners or not isinstance(frame, av.AudioFrame):
+                    continue
+                if self._audio is None:
+                    self._audio = ProgramAudio()
+                try:
+                    packets = self._audio.encode(frame)
+                except Exception:  # one odd frame never silences the room for good
+                    log.exception("audio frame of room %s failed", self.room_id)
+                    continue
+                for packet in packets:
+                    for listener in list(self.listeners):
+                        listener.offer(packet)
 
     def remove_camera(self, camera_id: str, camera: Camera | None = None) -> None:
         if camera_id in self.cameras and (camera is None or self.cameras[camera_id] is camera):
@@ -249,6 +330,8 @@ class RoomVideo:
     async def close(self) -> None:
         for viewer in list(self.viewers):
             viewer.stop()
+        for listener in list(self.listeners):
+            listener.stop()
         self.cameras.clear()
         if self._ticker is not None:
             self._ticker.cancel()

@@ -43,7 +43,7 @@ from .program import Program, parse_program, program_message
 if TYPE_CHECKING:
     from aiortc import MediaStreamTrack, RTCPeerConnection
 
-    from .room import PacketTrack, RoomVideo
+    from .room import AudioPacketTrack, PacketTrack, RoomVideo
 
 __all__ = ["NoProgram", "VideoService", "WhipSession", "restrict_ice_hosts"]
 
@@ -97,6 +97,7 @@ class WhipSession:
     user: str
     pc: RTCPeerConnection
     track: PacketTrack | None = None
+    audio: AudioPacketTrack | None = None
     rate_mark: tuple[int, float] | None = None  # (bytes received, when): the last bitrate sample
 
 
@@ -164,8 +165,8 @@ class VideoService:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
                 self._spawn(room.add_camera(camera_id, track))
-            else:  # audio is not carried yet: read it so that it does not pile up
-                self._spawn(asyncio.ensure_future(_drain(track)))
+            else:  # read even while the camera is not on air, so that nothing piles up
+                self._spawn(room.add_audio(camera_id, track))
 
         answer = await self._negotiate(session, offer, "video", direction="recvonly")
         return session.session_id, answer
@@ -181,20 +182,23 @@ class VideoService:
             raise NoProgram(f"no camera of room {room_id} is live yet")
         if sum(1 for s in self.sessions.values() if s.kind == "whep" and s.user == who.user) >= MAX_WHEP_PER_USER:
             raise RateLimited(f"at most {MAX_WHEP_PER_USER} WHEP sessions a user: close one first", retry_after_s=5)
-        from .room import PacketTrack
+        from .room import AudioPacketTrack, PacketTrack
 
         pc = self._peer()
         session = WhipSession(secrets.token_urlsafe(12), "whep", room_id, None, who.user, pc)
         track = session.track = PacketTrack(room)
-        answer = await self._negotiate(session, offer, "video", direction="sendonly", track=track)
+        audio = session.audio = AudioPacketTrack(room) if "m=audio" in offer else None
+        answer = await self._negotiate(session, offer, "video", direction="sendonly", track=track, audio=audio)
         room.viewers.add(track)
+        if audio is not None:
+            room.listeners.add(audio)
         room.request_keyframe()
         return session.session_id, answer
 
     # -- both -----------------------------------------------------------------------
 
     async def _negotiate(self, session: WhipSession, offer: str, kind: str, *, direction: str,
-                         track: PacketTrack | None = None) -> str:
+                         track: PacketTrack | None = None, audio: AudioPacketTrack | None = None) -> str:
         from aiortc import RTCRtpSender, RTCSessionDescription
 
         pc = session.pc
@@ -204,6 +208,10 @@ class VideoService:
                 [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() == "video/h264"]
             )
             transceiver.sender._send_keyframe = self.rooms[session.room_id].request_keyframe  # noqa: SLF001 - PLI/FIR
+        if audio is not None:  # the program's sound, Opus encoded once for the room
+            pc.addTransceiver(audio, direction=direction).setCodecPreferences(
+                [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+            )
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises ValueError and friends for an SDP it cannot use
@@ -213,8 +221,9 @@ class VideoService:
         if not media:
             await pc.close()
             raise BadRequest(f"the SDP offer has no {kind} section")
+        sound = [t for t in pc.getTransceivers() if t.kind == "audio" and t.mid is not None][:1]
         for transceiver in pc.getTransceivers():
-            transceiver.direction = direction if transceiver is media[0] else "inactive"
+            transceiver.direction = direction if transceiver is media[0] or transceiver in sound else "inactive"
         try:
             await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
         except Exception as exc:
@@ -249,6 +258,8 @@ class VideoService:
         room = self.rooms.get(session.room_id)
         if session.track is not None:
             session.track.stop()
+        if session.audio is not None:
+            session.audio.stop()
         if room is not None and session.camera_id is not None:
             room.remove_camera(session.camera_id)
         with contextlib.suppress(Exception):
@@ -430,9 +441,3 @@ class VideoService:
         if self._ice_hosts:
             restrict_ice_hosts(self._ice_hosts)
         return RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN: host candidates only
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(Exception):
-        while True:
-            await track.recv()

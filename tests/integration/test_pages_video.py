@@ -74,7 +74,10 @@ async def test_the_viewer_page_plays_the_program_and_follows_a_switch(start_node
             await view.locator("#text").fill("画面好清楚")  # danmaku fly over the video
             await view.locator("#text").press("Enter")
             await expect(view.get_by_test_id("danmaku-overlay")).to_contain_text("画面好清楚")
+            await expect(view.get_by_test_id("unmute")).to_be_visible()  # muted until the viewer taps
             await _shot(view, "viewer-video-red")
+            await view.get_by_test_id("unmute").click()
+            assert await view.evaluate("() => document.querySelector('[data-testid=program-video]').muted") is False
             async with http.put(f"{node.base_url}/api/v1/rooms/{room}/program", json={"main": "cam2"},
                                 headers={"Authorization": f"Bearer {host}"}) as r:
                 assert r.status == 200

@@ -94,7 +94,8 @@ class Viewer:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self._reader = asyncio.ensure_future(self._read(track))
+            if track.kind == "video":
+                self._reader = asyncio.ensure_future(self._read(track))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         status, body, headers = await _post_sdp(http, f"{node.base_url}/api/v1/rooms/{room}/whep",
@@ -395,3 +396,47 @@ async def test_whip_whep_and_the_program_on_another_node_reach_the_media_node(st
         await viewer.close()
         for cam in cams:
             await cam.pc.close()
+
+
+async def test_the_main_cameras_sound_reaches_whep_viewers_encoded_once(video_node: RunningNode,
+                                                                        http: aiohttp.ClientSession) -> None:
+    from aiortc import AudioStreamTrack
+
+    await _live_room(http, video_node, "v7")
+    cam = Publisher(video_node, "v7", "cam1", RED)
+    cam.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")  # the camera's microphone
+    viewer = Viewer()
+    heard: list[Any] = []
+    listening: list[asyncio.Future[None]] = []
+    viewer.pc.addTransceiver("audio", direction="recvonly")
+
+    async def listen(track: MediaStreamTrack) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                heard.append(await track.recv())
+
+    @viewer.pc.on("track")
+    def on_audio(track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            listening.append(asyncio.ensure_future(listen(track)))
+
+    try:
+        assert await cam.start(http, token("h", "host")) == 201
+        for _ in range(100):
+            if video_node.services.video.rooms["v7"].program.main == "cam1":
+                break
+            await asyncio.sleep(0.05)
+        status, answer, _ = await viewer.start(http, video_node, "v7", token("v"))
+        assert status == 201 and "opus" in answer.lower()
+        await viewer.colour_becomes(W // 2, H // 2, RED)
+        for _ in range(100):
+            if len(heard) >= 25:  # half a second of 20 ms frames
+                break
+            await asyncio.sleep(0.05)
+        assert len(heard) >= 25 and heard[-1].sample_rate == 48000
+        assert len(video_node.services.video.rooms["v7"].listeners) == 1
+    finally:
+        for task in listening:
+            task.cancel()
+        await viewer.close()
+        await cam.pc.close()

@@ -26,7 +26,10 @@ async function startVideo() {
   const el = $("program");
   try {
     video.seat = await watch(room, state.token, el);
-    el.onplaying = () => (el.hidden = false);
+    el.onplaying = () => {
+      el.hidden = false;
+      $("unmute").hidden = !el.muted; // browsers start a video muted until the viewer taps
+    };
     video.seat.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(video.seat?.pc.connectionState)) {
         stopVideo();
@@ -41,11 +44,17 @@ async function startVideo() {
   }
 }
 
+$("unmute").addEventListener("click", () => {
+  $("program").muted = false;
+  $("unmute").hidden = true;
+});
+
 function stopVideo() {
   clearTimeout(video.retry);
   video.seat?.stop();
   video.seat = null;
   $("program").hidden = true;
+  $("unmute").hidden = true;
 }
 
 const state = {

@@ -35,8 +35,11 @@ async function exchange(pc, url, token) {
 export async function watch(room, token, video) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const stream = new MediaStream();
   pc.ontrack = (e) => {
-    video.srcObject = e.streams[0] || new MediaStream([e.track]);
+    stream.addTrack(e.track);
+    if (video.srcObject !== stream) video.srcObject = stream;
     video.play().catch(() => {});
   };
   let session;
