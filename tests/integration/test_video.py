@@ -440,3 +440,28 @@ async def test_the_main_cameras_sound_reaches_whep_viewers_encoded_once(video_no
             task.cancel()
         await viewer.close()
         await cam.pc.close()
+
+
+async def test_ending_the_room_ends_its_video(video_node: RunningNode, http: aiohttp.ClientSession) -> None:
+    await _live_room(http, video_node, "v8")
+    cam = Publisher(video_node, "v8", "cam1", RED)
+    viewer = Viewer()
+    try:
+        assert await cam.start(http, token("h", "host")) == 201
+        for _ in range(100):
+            if video_node.services.video.rooms["v8"].program.main == "cam1":
+                break
+            await asyncio.sleep(0.05)
+        assert (await viewer.start(http, video_node, "v8", token("v")))[0] == 201
+        await viewer.colour_becomes(W // 2, H // 2, RED)
+        async with http.post(f"{video_node.base_url}/api/v1/rooms/v8/end",
+                             headers={"Authorization": f"Bearer {token('h', 'host')}"}) as r:
+            assert r.status == 200
+        assert "v8" not in video_node.services.video.rooms
+        assert video_node.services.video.sessions == {}  # the camera's and the viewer's sessions closed
+        async with http.put(f"{video_node.base_url}/api/v1/rooms/v8/program", json={"main": "cam1"},
+                            headers={"Authorization": f"Bearer {token('h', 'host')}"}) as r:
+            assert r.status == 409
+    finally:
+        await viewer.close()
+        await cam.pc.close()
