@@ -59,16 +59,42 @@ class Camera:
                 "height": frame.height if frame else None, "fps": round(self.frames / age, 1)}
 
 
-class PacketTrack(MediaStreamTrack):
-    """One viewer's video: the room's encoded packets, through a bounded queue."""
+class _QueuedTrack(MediaStreamTrack):
+    """A viewer's track fed the room's encoded packets through a queue (aiortc packetises them)."""
+
+    def __init__(self, room: RoomVideo, maxlen: int | None = None) -> None:
+        super().__init__()
+        self._room = room
+        self._queue: deque[av.Packet] = deque(maxlen=maxlen)
+        self._ready = asyncio.Event()
+
+    def _put(self, packet: av.Packet) -> None:
+        self._queue.append(packet)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+        self._room.viewers.discard(self)  # type: ignore[arg-type]
+        self._room.listeners.discard(self)  # type: ignore[arg-type]
+
+
+class PacketTrack(_QueuedTrack):
+    """One viewer's video: a bounded queue that starts at a keyframe and, when the viewer falls
+    ``queue_packets`` behind, drops what waits and skips to the next keyframe."""
 
     kind = "video"
 
     def __init__(self, room: RoomVideo) -> None:
-        super().__init__()
-        self._room = room
-        self._queue: deque[av.Packet] = deque()
-        self._ready = asyncio.Event()
+        super().__init__(room)
         self._waiting_keyframe = True  # a new viewer starts at a keyframe
         self.dropped = 0
 
@@ -85,51 +111,20 @@ class PacketTrack(MediaStreamTrack):
             if self._waiting_keyframe:
                 self._room.request_keyframe()
                 return
-        self._queue.append(packet)
-        self._ready.set()
-
-    async def recv(self) -> av.Packet:  # type: ignore[override]
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-        self._room.viewers.discard(self)
+        self._put(packet)
 
 
-class AudioPacketTrack(MediaStreamTrack):
+class AudioPacketTrack(_QueuedTrack):
     """One viewer's sound: the room's Opus packets (encoded once), through a bounded queue that
     drops its oldest packets when the viewer falls behind (audio has no keyframes)."""
 
     kind = "audio"
 
     def __init__(self, room: RoomVideo) -> None:
-        super().__init__()
-        self._room = room
-        self._queue: deque[av.Packet] = deque(maxlen=AUDIO_QUEUE_PACKETS)
-        self._ready = asyncio.Event()
+        super().__init__(room, AUDIO_QUEUE_PACKETS)
 
     def offer(self, packet: av.Packet) -> None:
-        self._queue.append(packet)
-        self._ready.set()
-
-    async def recv(self) -> av.Packet:  # type: ignore[override]
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft()
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-        self._room.listeners.discard(self)
+        self._put(packet)
 
 
 class ProgramAudio:

@@ -28,14 +28,20 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 ARTIFACTS = Path(os.environ.get("LIVESERVER_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+async def launch(flags: list[str]) -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, with ``flags`` (skips the test, saying why, without it)."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: install Debian's chromium package (.ci/run does)")
     async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=flags, headless=True)
         yield b
         await b.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async for b in launch(FLAGS):
+        yield b
 
 
 async def _page(browser: Browser, url: str, width: int, height: int, locale: str = "en-US") -> tuple[Page, list[str]]:

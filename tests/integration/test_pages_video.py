@@ -7,13 +7,14 @@ decodes frames of the program's size, and a switch of the program reaches the pa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from .conftest import StartNode, token
-from .test_pages import CHROMIUM, FLAGS, _live_room, _page, _shot
+from .test_pages import FLAGS, _live_room, _page, _shot, launch
 from .test_video import BLUE, RED, Publisher, loopback_ice, near  # noqa: F401 - loopback_ice is an autouse fixture
 
 VIDEO_FLAGS = [*FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -22,13 +23,9 @@ W, H = 320, 240
 
 
 @pytest.fixture
-async def video_browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: install Debian's chromium package (.ci/run does)")
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=VIDEO_FLAGS, headless=True)
+async def video_browser() -> AsyncIterator[Browser]:
+    async for b in launch(VIDEO_FLAGS):
         yield b
-        await b.close()
 
 
 async def _centre(page: Page) -> tuple[int, int, int]:

@@ -131,6 +131,16 @@ class Viewer:
         await self.pc.close()
 
 
+async def on_air(node: RunningNode, room: str, camera: str) -> None:
+    """Wait until ``camera`` is the program's main (its first frame arrived)."""
+    for _ in range(100):
+        media = node.services.video.rooms.get(room)
+        if media is not None and media.program.main == camera and media.cameras[camera].latest is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{camera} did not go on air in room {room}")
+
+
 @pytest.fixture(autouse=True)
 def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
     """aioice skips loopback when it gathers: the test's own peers offer 127.0.0.1 only (the server
@@ -174,10 +184,7 @@ async def test_a_camera_published_over_whip_is_watched_over_whep(video_node: Run
         async with http.get(f"{video_node.base_url}/api/v1/rooms/v1/cameras",
                             headers={"Authorization": f"Bearer {token('v')}"}) as r:
             assert [c["camera"] for c in (await r.json())["cameras"]] == ["cam1"]
-        for _ in range(100):  # the first decoded frame makes the program
-            if video_node.services.video.rooms["v1"].program.main == "cam1":
-                break
-            await asyncio.sleep(0.05)
+        await on_air(video_node, "v1", "cam1")
         status, answer, headers = await viewer.start(http, video_node, "v1", token("v"))
         assert status == 201, answer
         assert headers["Content-Type"].startswith("application/sdp")
@@ -263,10 +270,7 @@ async def test_whip_and_whep_refusals(video_node: RunningNode, http: aiohttp.Cli
         async with http.put(f"{base}/api/v1/rooms/v3/program", json={"main": "nope"},
                             headers={"Authorization": f"Bearer {host}"}) as r:
             assert r.status == 409  # only live cameras
-        for _ in range(100):
-            if video_node.services.video.rooms["v3"].program.main == "cam1":
-                break
-            await asyncio.sleep(0.05)
+        await on_air(video_node, "v3", "cam1")
         for seat in seats[:4]:
             assert (await seat.start(http, video_node, "v3", token("greedy")))[0] == 201
         status, _, headers = await seats[4].start(http, video_node, "v3", token("greedy"))
@@ -422,10 +426,7 @@ async def test_the_main_cameras_sound_reaches_whep_viewers_encoded_once(video_no
 
     try:
         assert await cam.start(http, token("h", "host")) == 201
-        for _ in range(100):
-            if video_node.services.video.rooms["v7"].program.main == "cam1":
-                break
-            await asyncio.sleep(0.05)
+        await on_air(video_node, "v7", "cam1")
         status, answer, _ = await viewer.start(http, video_node, "v7", token("v"))
         assert status == 201 and "opus" in answer.lower()
         await viewer.colour_becomes(W // 2, H // 2, RED)
@@ -448,10 +449,7 @@ async def test_ending_the_room_ends_its_video(video_node: RunningNode, http: aio
     viewer = Viewer()
     try:
         assert await cam.start(http, token("h", "host")) == 201
-        for _ in range(100):
-            if video_node.services.video.rooms["v8"].program.main == "cam1":
-                break
-            await asyncio.sleep(0.05)
+        await on_air(video_node, "v8", "cam1")
         assert (await viewer.start(http, video_node, "v8", token("v")))[0] == 201
         await viewer.colour_becomes(W // 2, H // 2, RED)
         async with http.post(f"{video_node.base_url}/api/v1/rooms/v8/end",

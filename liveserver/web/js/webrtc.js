@@ -31,7 +31,25 @@ async function exchange(pc, url, token) {
   return new URL(res.headers.get("Location"), location.href).href;
 }
 
-/** Watch the program of `room` in `video`.  Returns a stop() function. */
+/** A WHIP or WHEP session: the offer of `pc` posted to `url`; stop() closes it and DELETEs it. */
+async function session(pc, url, token) {
+  let location;
+  try {
+    location = await exchange(pc, url, token);
+  } catch (e) {
+    pc.close();
+    throw e;
+  }
+  return {
+    pc,
+    stop() {
+      pc.close();
+      fetch(location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+    },
+  };
+}
+
+/** Watch the program of `room` in `video` (picture and sound).  Returns {pc, stop}. */
 export async function watch(room, token, video) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -42,38 +60,12 @@ export async function watch(room, token, video) {
     if (video.srcObject !== stream) video.srcObject = stream;
     video.play().catch(() => {});
   };
-  let session;
-  try {
-    session = await exchange(pc, `/api/v1/rooms/${encodeURIComponent(room)}/whep`, token);
-  } catch (e) {
-    pc.close();
-    throw e;
-  }
-  return {
-    pc,
-    stop() {
-      pc.close();
-      fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
-    },
-  };
+  return session(pc, `/api/v1/rooms/${encodeURIComponent(room)}/whep`, token);
 }
 
-/** Publish `stream`'s video as camera `camera` of `room` (a host token).  Returns a stop() function. */
+/** Publish `stream`'s video as camera `camera` of `room` (a host token).  Returns {pc, stop}. */
 export async function publish(room, camera, token, stream) {
   const pc = new RTCPeerConnection({ iceServers: [] });
   for (const track of stream.getVideoTracks()) pc.addTransceiver(track, { direction: "sendonly" });
-  let session;
-  try {
-    session = await exchange(pc, `/api/v1/rooms/${encodeURIComponent(room)}/cameras/${encodeURIComponent(camera)}/whip`, token);
-  } catch (e) {
-    pc.close();
-    throw e;
-  }
-  return {
-    pc,
-    stop() {
-      pc.close();
-      fetch(session, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
-    },
-  };
+  return session(pc, `/api/v1/rooms/${encodeURIComponent(room)}/cameras/${encodeURIComponent(camera)}/whip`, token);
 }
