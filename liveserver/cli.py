@@ -207,23 +207,14 @@ def _supervise(settings: Settings) -> int:
     return 0 if all(c == 0 for c in codes) else EXIT_RUNTIME
 
 
+#: the flags of ``serve`` that are settings of the same name (a flag not given is None: the env decides)
+_SERVE_FLAGS = ("host", "port", "redis_url", "redis_cluster", "dev", "workers", "data_dir", "log_level", "tls_cert",
+                "tls_key", "tls_min", "ice_hosts", "public_url")
+
+
 def serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env(
-            host=args.host,
-            port=args.port,
-            redis_url=args.redis_url,
-            redis_cluster=args.redis_cluster,
-            dev=args.dev,
-            workers=args.workers,
-            data_dir=args.data_dir,
-            log_level=args.log_level,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_min=args.tls_min,
-            ice_hosts=args.ice_hosts,
-            public_url=args.public_url,
-        )
+        settings = Settings.from_env(**{name: getattr(args, name) for name in _SERVE_FLAGS})
     except SettingsError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     _setup_logging(settings.log_level)
