@@ -130,3 +130,26 @@ async def test_the_dashboard_publishes_cameras_and_switches_what_viewers_see(sta
         assert dash_errors == [] and view_errors == []
     finally:
         await h.close()
+
+
+async def test_the_viewer_page_falls_back_to_hls(start_node: StartNode, video_browser: Browser) -> None:
+    """Where WebRTC cannot get through (here forced with ?video=hls), the page plays the program's
+    HLS through the vendored hls.js: the same picture, a few seconds later."""
+    node = await start_node(dev=True, serve_pages=True, video_width=W, video_height=H)
+    h, room = await _live_room(node, "pw-hls-host")
+    view, errors = await _page(video_browser, f"{node.base_url}/app/viewer.html?room={room}&video=hls", 420, 900,
+                               "zh-CN")
+    cam = Publisher(node, room, "cam1", RED)
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert await cam.start(http, token("pw-hls-host", "host")) == 201
+            video = view.get_by_test_id("program-video")
+            await expect(video).to_be_visible(timeout=25000)
+            await expect(video).to_have_attribute("data-transport", "hls")
+            await _shows(view, RED)
+            assert await view.evaluate("() => document.querySelector('[data-testid=program-video]').videoWidth") == W
+            await _shot(view, "viewer-hls")
+    finally:
+        await cam.pc.close()
+        await h.close()
+    assert [e for e in errors if "404" not in e] == []  # hls.js may see a 404 before the first segment

@@ -8,8 +8,44 @@ import { watch } from "./webrtc.js";
 const $ = (id) => document.getElementById(id);
 const room = roomFromUrl();
 
-// The program over WHEP: watched while a camera of the room is live, under the danmaku.
-const video = { seat: null, starting: false, live: [], retry: null };
+// The program over WHEP (low latency), or over HLS (hls.js, loaded only then) where WebRTC cannot
+// connect or `?video=hls` asks for it: watched while a camera of the room is live, under the danmaku.
+const video = { seat: null, starting: false, live: [], retry: null, hls: null, failures: 0 };
+const WEBRTC_CONNECT_MS = 8000; // a seat that has not connected by then falls back to HLS
+
+function loadHls() {
+  if (window.Hls) return Promise.resolve(window.Hls);
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "vendor/hls/hls.light.min.js";
+    script.onload = () => resolve(window.Hls);
+    script.onerror = reject;
+    document.head.append(script);
+  });
+}
+
+async function startHls() {
+  const el = $("program");
+  el.dataset.transport = "hls";
+  const url = `/live/${encodeURIComponent(room)}/index.m3u8`;
+  el.onplaying = () => (el.hidden = false); // HLS carries the picture only: no sound to unmute
+  const Hls = await loadHls().catch(() => null);
+  if (Hls?.isSupported()) {
+    video.hls = new Hls({ liveSyncDurationCount: 2, manifestLoadingMaxRetry: 30, manifestLoadingRetryDelay: 2000 });
+    video.hls.on(Hls.Events.ERROR, (_, data) => {
+      if (!data.fatal) return;
+      // the playlist appears with the first segment (~2 s after the first camera): start again
+      video.hls?.destroy();
+      video.hls = null;
+      if (video.live.length) video.retry = setTimeout(startVideo, 2000);
+    });
+    video.hls.loadSource(url);
+    video.hls.attachMedia(el);
+  } else if (el.canPlayType("application/vnd.apple.mpegurl")) {
+    el.src = url; // no Media Source Extensions (older iPhones): the browser's own HLS
+  }
+  el.play().catch(() => {});
+}
 
 function onProgram(program) {
   video.live = program?.live || [];
@@ -22,10 +58,23 @@ function onProgram(program) {
 
 async function startVideo() {
   clearTimeout(video.retry);
+  if (video.hls || video.failures >= 2 || new URLSearchParams(location.search).get("video") === "hls") {
+    if (!video.hls) await startHls();
+    return;
+  }
   video.starting = true;
   const el = $("program");
   try {
     video.seat = await watch(room, state.token, el);
+    el.dataset.transport = "webrtc";
+    const seat = video.seat;
+    setTimeout(() => {
+      if (video.seat === seat && seat.pc.connectionState !== "connected") {
+        video.failures = 2; // WebRTC does not get through here: the crowd's way, HLS
+        stopVideo();
+        startVideo();
+      }
+    }, WEBRTC_CONNECT_MS);
     el.onplaying = () => {
       el.hidden = false;
       $("unmute").hidden = !el.muted; // browsers start a video muted until the viewer taps
@@ -37,7 +86,8 @@ async function startVideo() {
       }
     };
   } catch (e) {
-    // 409: no camera live yet (Retry-After); anything else: try again a little later
+    // 409: no camera live yet (Retry-After); anything else: try again a little later, then HLS
+    if (e.status !== 409) video.failures += 1;
     if (video.live.length) video.retry = setTimeout(startVideo, 1000 * (e.retryAfterS || 3));
   } finally {
     video.starting = false;
@@ -53,6 +103,8 @@ function stopVideo() {
   clearTimeout(video.retry);
   video.seat?.stop();
   video.seat = null;
+  video.hls?.destroy();
+  video.hls = null;
   $("program").hidden = true;
   $("unmute").hidden = true;
 }
