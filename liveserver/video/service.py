@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from .room import AudioPacketTrack, PacketTrack, RoomVideo
 
-__all__ = ["NoProgram", "VideoService", "WhipSession", "restrict_ice_hosts"]
+__all__ = ["Elsewhere", "NoProgram", "VideoService", "WhipSession", "restrict_ice_hosts"]
 
 log = logging.getLogger(__name__)
 
