@@ -9,7 +9,8 @@ summary table of figures and ratios at the end.
 - flash-sale grabs (bench/seckill.py) and red-packet claims (bench/redpacket.py)
   against their raw Lua scripts driven one EVALSHA at a time;
 - idle connections held by one process, memory per idle connection and a join storm
-  (bench/connections.py) against python-socketio.
+  (bench/connections.py) against python-socketio;
+- live video: WHEP viewers a core holds (bench/video.py) against aiortc's MediaRelay.
 
 Each benchmark prints its detailed table as it finishes; the summary follows, with
 the machine it ran on.  One Redis serves the whole run (every server gets its own key
@@ -49,6 +50,7 @@ FULL_SIZES: dict[str, list[str]] = {
     "seckill": ["--grabbers", "5000", "--duration", "10"],
     "redpacket": ["--claimers", "5000"],
     "connections": ["--hold", "19000", "--storm", "5000"],
+    "video": ["--viewers-list", "1", "8", "32", "64", "--peer-viewers", "1", "4", "8", "--duration", "10"],
 }
 
 #: What the benchmarks import beyond liveserver's own dependencies: module -> (distribution, the
@@ -92,8 +94,10 @@ def benches() -> dict[str, tuple[Bench, list[str]]]:
     import danmaku
     import redpacket
     import seckill
+    import video
 
-    modules = {"danmaku": danmaku, "seckill": seckill, "redpacket": redpacket, "connections": connections}
+    modules = {"danmaku": danmaku, "seckill": seckill, "redpacket": redpacket, "connections": connections,
+               "video": video}
     return {name: (modules[name].BENCH, sizes) for name, sizes in FULL_SIZES.items()}
 
 

@@ -22,6 +22,7 @@ ROWS = [
     ("idle connections", "server memory per idle viewer, KiB"),
     ("join storm, 300 at once", "seconds until the last viewer is in the room"),
     ("join storm, 300 at once", "p99 join latency, ms"),
+    ("live video fan-out", "WHEP viewers a core could hold (4 measured)"),
 ]
 
 
@@ -53,6 +54,8 @@ def test_run_all_quick(tmp_path: Path) -> None:
     raw, ws = results["redpacket"]
     assert raw["cents"] == ws["cents"] == 300 * 100
     assert results["seckill"][1]["not_ok"] == 0
+    for r in results["video"]:  # every viewer of both servers got the program at its rate
+        assert r["fps_per_viewer"] >= 25, r
     for r in results["connections"]:
         assert r["errors"] == {}
         if r["target"] == "liveserver":
