@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Bench, RedisServer, Row, bench_parser, done, fresh_prefix, liveserver, make_room, ready, run_role, socketio_peer
+from harness import Bench, RedisServer, Row, bench_parser, done, fresh_prefix, liveserver, make_room, pin, ready
+from harness import run_role, socketio_peer
 from wsload import WsConn, close_all, join, join_many, join_socketio, sio_keepalive
 
 # Senders send far above a viewer's limits: the benchmark measures fan-out, not rate limits.
@@ -172,6 +175,22 @@ def _drive(target: str, port: int, pid: int, viewers: int, rate: float, args: ar
             "frames_per_s": round(result["frames"] / result["wall_s"]) if result["wall_s"] else None}
 
 
+@contextlib.contextmanager
+def _publishing(port: int) -> Iterator[None]:
+    """A camera publishing into the bench room (bench/video.py's publisher, on the client's core)."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("video.py")), "--role", "publisher",
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True, preexec_fn=lambda: pin(1))
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "PUBLISHING":
+            raise RuntimeError("the publisher did not start")
+        time.sleep(2)  # the program is composed and encoded from here on
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def run(args: argparse.Namespace, redis: RedisServer) -> list[dict]:
     """liveserver, then (``--peer socketio``) the peer at its own viewers and rate."""
     prefix = fresh_prefix("danmaku")
@@ -179,6 +198,11 @@ def run(args: argparse.Namespace, redis: RedisServer) -> list[dict]:
     tick = {"danmaku_tick_s": args.tick} if args.tick else {}
     with liveserver(redis.url, prefix, **UNLIMITED, **tick) as (port, server):
         results = [_drive("liveserver", port, server.pid, args.viewers, args.rate, args)]
+    if args.video:  # the same room again, while the node also composes and encodes a 720p program
+        prefix = fresh_prefix("danmaku-video")
+        make_room(redis.url, prefix)
+        with liveserver(redis.url, prefix, **UNLIMITED, **tick) as (port, server), _publishing(port):
+            results.append(_drive("liveserver + 720p program", port, server.pid, args.viewers, args.rate, args))
     if args.peer == "socketio":
         with socketio_peer() as (port, server):
             results.append(_drive("socketio", port, server.pid, args.peer_viewers or args.viewers,
@@ -187,7 +211,9 @@ def run(args: argparse.Namespace, redis: RedisServer) -> list[dict]:
 
 
 def rows(results: list[dict]) -> list[Row]:
-    ls, peer = results[0], (results[1] if len(results) > 1 else {})
+    ls = results[0]
+    peer = next((r for r in results if r["target"] == "socketio"), {})
+    video = next((r for r in results if r["target"] == "liveserver + 720p program"), None)
 
     def run_note(r: dict, name: str) -> str:
         return f"{name} {r['rate']:g}/s: lost {r['lost']:,}, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
@@ -196,9 +222,15 @@ def rows(results: list[dict]) -> list[Row]:
     problems = [f"liveserver lost {ls['lost']:,} items"] if ls["lost"] else []
     if not ls["accepted"]:
         problems.append("nothing accepted")
-    return [Row("danmaku fan-out", f"items delivered per server CPU-s, {ls['viewers']:,} viewers",
-                ls["deliveries_per_cpu_s"], "python-socketio" if peer else "–", peer.get("deliveries_per_cpu_s"),
-                higher_is_better=True, notes=notes, problems=problems)]
+    out = [Row("danmaku fan-out", f"items delivered per server CPU-s, {ls['viewers']:,} viewers",
+               ls["deliveries_per_cpu_s"], "python-socketio" if peer else "–", peer.get("deliveries_per_cpu_s"),
+               higher_is_better=True, notes=notes, problems=problems)]
+    if video is not None:
+        out.append(Row("danmaku with a 720p program", f"danmaku p99 ms, {ls['viewers']:,} viewers",
+                       video["p99_ms"], "the same without video", ls["p99_ms"], higher_is_better=False,
+                       notes=f"p50 {video['p50_ms']} ms (without {ls['p50_ms']} ms); lost {video['lost']:,}",
+                       problems=[f"lost {video['lost']:,} items"] if video["lost"] else []))
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -214,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
                    "queues without bound, so give it a load it can sustain")
     p.add_argument("--tick", type=float, help="the server's danmaku_tick_s (default: the server's default)")
     p.add_argument("--profile", help="record the liveserver process with py-spy (speedscope JSON) to this file")
+    p.add_argument("--video", action="store_true", help="run liveserver again while it also serves a 720p program")
     return p
 
 

@@ -131,6 +131,23 @@ async def client_role(args: argparse.Namespace) -> None:
                 await pc.close()
 
 
+async def publisher_role(args: argparse.Namespace) -> None:
+    """One camera published into ``ROOM`` until this process is stopped (bench/danmaku.py --video)."""
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from liveserver.auth import mint_token
+
+    _loopback_ice()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver(_TestCamera.make(), direction="sendonly")
+    async with aiohttp.ClientSession() as http:
+        await _post(http, f"http://127.0.0.1:{args.port}/api/v1/rooms/{ROOM}/cameras/cam1/whip", pc,
+                    mint_token(SECRET, "bench-host", "host"))
+    print("PUBLISHING", flush=True)
+    await asyncio.Event().wait()
+
+
 def _measure(args: argparse.Namespace, port: int, proc: Any, target: str, viewers: int) -> dict:
     result = run_role(__file__, ["--role", "client", "--target", target, "--port", str(port), "--viewers",
                                  str(viewers), "--duration", str(args.duration)], proc.pid)
@@ -172,7 +189,7 @@ def rows(results: list[dict]) -> list[Row]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = bench_parser(__doc__, ["client"], "1 and 4 viewers, 1 peer viewer, 4 s")
+    p = bench_parser(__doc__, ["client", "publisher"], "1 and 4 viewers, 1 peer viewer, 4 s")
     p.add_argument("--viewers", type=int, default=1, help=argparse.SUPPRESS)  # the client role's count
     p.add_argument("--viewers-list", type=int, nargs="+", default=[1, 8, 32, 64], dest="viewers_list",
                    help="the viewer counts liveserver is measured at")
@@ -182,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 BENCH = Bench(parser=_parser(), quick={"viewers_list": [1, 4], "peer_viewers": [1], "duration": 4.0},
-              roles={"client": client_role}, run=run,
+              roles={"client": client_role, "publisher": publisher_role}, run=run,
               cols=["target", "viewers", "cpu_share", "fps_per_viewer", "rss_ready_mb", "rss_done_mb"], rows=rows)
 
 if __name__ == "__main__":
