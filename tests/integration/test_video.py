@@ -463,3 +463,65 @@ async def test_ending_the_room_ends_its_video(video_node: RunningNode, http: aio
     finally:
         await viewer.close()
         await cam.pc.close()
+
+
+async def test_four_cameras_one_of_them_h264_and_a_switch_within_a_second(video_node: RunningNode,
+                                                                         http: aiohttp.ClientSession) -> None:
+    from aiortc import RTCRtpSender
+
+    await _live_room(http, video_node, "v9")
+    colours = {"cam1": RED, "cam2": BLUE, "cam3": GREEN, "cam4": (230, 230, 40)}
+    cams = [Publisher(video_node, "v9", cam, rgb) for cam, rgb in colours.items()]
+    viewer = Viewer()
+    host = token("h", "host")
+    try:
+        for cam in cams[:3]:
+            assert await cam.start(http, host) == 201  # aiortc's first choice: VP8
+        h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]
+        cams[3].track = ColourCamera(cams[3].rgb)
+        cams[3].pc.addTransceiver(cams[3].track, direction="sendonly").setCodecPreferences(h264)
+        await cams[3].pc.setLocalDescription(await cams[3].pc.createOffer())
+        status, answer, _ = await _post_sdp(http, f"{video_node.base_url}/api/v1/rooms/v9/cameras/cam4/whip",
+                                                  cams[3].pc.localDescription.sdp, host)
+        assert status == 201 and "H264" in answer  # OBS and browsers send H.264
+        await cams[3].pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        room = video_node.services.video.rooms["v9"]
+        for _ in range(100):
+            if len(room.cameras) == 4 and all(c.latest is not None for c in room.cameras.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(room.cameras) == list(colours)
+        assert (await viewer.start(http, video_node, "v9", token("v")))[0] == 201
+        await viewer.colour_becomes(W // 2, H // 2, RED)
+        for cam in ("cam4", "cam3", "cam2"):
+            async with http.put(f"{video_node.base_url}/api/v1/rooms/v9/program", json={"main": cam},
+                                headers={"Authorization": f"Bearer {host}"}) as r:
+                assert r.status == 200
+            seconds = await viewer.colour_becomes(W // 2, H // 2, colours[cam])
+            assert seconds < 1.0, f"{cam} showed after {seconds:.2f} s"
+    finally:
+        await viewer.close()
+        for cam in cams:
+            await cam.pc.close()
+
+
+async def test_a_stopping_node_closes_its_webrtc_sessions(start_node: StartNode, http: aiohttp.ClientSession) -> None:
+    """SIGTERM (the runner's cleanup): publishers and viewers see their connections close, at once."""
+    node = await start_node(video_width=W, video_height=H)
+    await _live_room(http, node, "v10")
+    cam = Publisher(node, "v10", "cam1", RED)
+    viewer = Viewer()
+    try:
+        assert await cam.start(http, token("h", "host")) == 201
+        await on_air(node, "v10", "cam1")
+        assert (await viewer.start(http, node, "v10", token("v")))[0] == 201
+        await viewer.colour_becomes(W // 2, H // 2, RED)
+        await node.stop()
+        for _ in range(100):
+            if cam.pc.connectionState == "closed" and viewer.pc.connectionState == "closed":
+                break
+            await asyncio.sleep(0.05)
+        assert (cam.pc.connectionState, viewer.pc.connectionState) == ("closed", "closed")
+    finally:
+        await viewer.close()
+        await cam.pc.close()
