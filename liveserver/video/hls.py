@@ -7,6 +7,12 @@ playlist go to Redis with a TTL (video/service.py), so that **every** node
 serves ``/live/{room}/index.m3u8`` and its segments, and a CDN can sit in front
 of any node.
 
+Sound: every segment carries an AAC track on the picture's clock.  At each
+program frame the segmenter takes one frame's worth of samples (1/fps s) of the
+main camera's sound, or silence when there is none (or too little yet), so the
+track never has a gap and never drifts from the picture; sound that piles up
+beyond half a second is dropped.
+
 The playlist is a live sliding window (no ``#EXT-X-ENDLIST``) of the last
 ``window`` segments; segment numbers come from a counter in Redis, so they never
 repeat when the room's media moves or restarts.
@@ -16,14 +22,19 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 
 from .compose import TIME_BASE
 
-__all__ = ["Segment", "Segmenter", "playlist"]
+__all__ = ["AUDIO_RATE", "Segment", "Segmenter", "playlist"]
+
+AUDIO_RATE = 48000
+_AUDIO_BACKLOG = AUDIO_RATE // 2  # samples of sound kept waiting at most (half a second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +52,48 @@ class Segmenter:
         self._buffer: io.BytesIO | None = None
         self._out: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
+        self._audio_stream: av.audio.stream.AudioStream | None = None
         self._first_pts = 0
         self._last_pts = 0
+        self._fifo = av.AudioFifo()  # the main camera's sound, waiting for the picture's clock
+        self._fifo_lock = threading.Lock()  # fed on the event loop, read in the room's thread
+        self._aac = av.CodecContext.create("aac", "w")
+        self._aac.sample_rate, self._aac.layout, self._aac.format = AUDIO_RATE, "stereo", "fltp"
+        self._aac.time_base, self._aac.bit_rate = Fraction(1, AUDIO_RATE), 96_000
+        self._to_s16 = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
+        self._to_aac = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE, frame_size=1024)
+        self._samples = 0  # sound samples given to the encoder: the audio clock
+        self._per_frame = AUDIO_RATE // fps
+
+    def hear(self, frame: av.AudioFrame) -> None:
+        """The main camera's sound (any thread): kept until the picture's clock takes it."""
+        for resampled in self._to_s16.resample(frame):  # called on one thread only (the event loop)
+            resampled.pts = None  # the fifo keeps no clock of its own: the picture's decides
+            with self._fifo_lock:
+                self._fifo.write(resampled)
+                if self._fifo.samples > _AUDIO_BACKLOG:
+                    self._fifo.read(self._fifo.samples - _AUDIO_BACKLOG)  # behind: drop the oldest
+
+    def _sound(self) -> av.AudioFrame:
+        """One program frame's worth of sound: the camera's, topped up with silence."""
+        with self._fifo_lock:
+            frame = self._fifo.read(self._per_frame) if self._fifo.samples >= self._per_frame else None
+        if frame is None:
+            frame = av.AudioFrame(format="s16", layout="stereo", samples=self._per_frame)
+            for plane in frame.planes:
+                plane.update(bytes(plane.buffer_size))
+        frame.sample_rate = AUDIO_RATE
+        frame.pts, frame.time_base = self._samples, Fraction(1, AUDIO_RATE)
+        self._samples += frame.samples
+        return frame
+
+    def tick(self) -> None:
+        """One program frame passed: encode its sound into the open segment."""
+        for resampled in self._to_aac.resample(self._sound()):
+            for packet in self._aac.encode(resampled):
+                if self._out is not None and self._audio_stream is not None:
+                    packet.stream = self._audio_stream
+                    self._out.mux(packet)
 
     def add(self, packet: av.Packet) -> Segment | None:
         """Mux ``packet``; returns the segment it closed, if it starts a new one."""
@@ -67,6 +118,9 @@ class Segmenter:
         stream.width, stream.height, stream.pix_fmt = self._width, self._height, "yuv420p"
         stream.time_base = TIME_BASE
         self._stream = stream
+        audio = self._out.add_stream("aac", rate=AUDIO_RATE)
+        audio.layout = "stereo"
+        self._audio_stream = audio
         self._first_pts = pts
 
     def _close(self, next_pts: int) -> Segment:
@@ -74,7 +128,7 @@ class Segmenter:
         self._out.close()
         duration = float((next_pts - self._first_pts) * TIME_BASE)
         segment = Segment(self._buffer.getvalue(), duration)
-        self._out = self._buffer = self._stream = None
+        self._out = self._buffer = self._stream = self._audio_stream = None
         return segment
 
 

@@ -214,7 +214,11 @@ class RoomVideo:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                if camera_id != self.program.main or not self.listeners or not isinstance(frame, av.AudioFrame):
+                if camera_id != self.program.main or not isinstance(frame, av.AudioFrame):
+                    continue
+                if self._segmenter is not None:
+                    self._segmenter.hear(frame)
+                if not self.listeners:
                     continue
                 if self._audio is None:
                     self._audio = ProgramAudio()
@@ -320,6 +324,7 @@ class RoomVideo:
         segments = []
         if self._segmenter is not None:
             segments = [s for s in map(self._segmenter.add, packets) if s is not None]
+            self._segmenter.tick()  # and this frame's sound
         return packets, time.perf_counter() - t0, segments
 
     async def close(self) -> None:

@@ -316,7 +316,13 @@ async def test_hls_is_served_by_another_node_from_the_one_encode(start_node: Sta
             assert r.status == 200 and r.headers["Content-Type"] == "video/mp2t"
             data = await r.read()
         with av.open(io.BytesIO(data), format="mpegts") as ts:
+            assert [s.type for s in ts.streams] == ["video", "audio"]  # the picture and its sound (AAC)
             frames = list(ts.decode(video=0))
+        with av.open(io.BytesIO(data), format="mpegts") as ts:
+            sound = list(ts.decode(audio=0))
+        assert sound and sound[0].sample_rate == 48000
+        heard_s = sum(f.samples for f in sound) / 48000
+        assert abs(heard_s - len(frames) / 30) < 0.2  # as long as the picture: silence where no one speaks
         assert len(frames) >= 30 and (frames[0].width, frames[0].height) == (W, H)
         assert near(pixel(frames[-1], W // 2, H // 2), GREEN)
         async with http.get(f"{b.base_url}/live/v4/99999999.ts") as r:
@@ -524,4 +530,54 @@ async def test_a_stopping_node_closes_its_webrtc_sessions(start_node: StartNode,
         assert (cam.pc.connectionState, viewer.pc.connectionState) == ("closed", "closed")
     finally:
         await viewer.close()
+        await cam.pc.close()
+
+
+async def test_hls_carries_the_main_cameras_sound(start_node: StartNode, http: aiohttp.ClientSession) -> None:
+    import io
+    import math
+
+    from aiortc.mediastreams import AudioStreamTrack
+
+    class Tone(AudioStreamTrack):
+        """A 440 Hz tone, 20 ms a frame."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._n = 0
+
+        async def recv(self) -> av.AudioFrame:
+            frame = await super().recv()  # silence at the track's own pace and clock
+            samples = frame.samples
+            tone = b"".join(int(12000 * math.sin(2 * math.pi * 440 * (self._n + i) / frame.sample_rate))
+                            .to_bytes(2, "little", signed=True) for i in range(samples))
+            self._n += samples
+            frame.planes[0].update(tone)
+            return frame
+
+    node = await start_node(video_width=W, video_height=H)
+    await _live_room(http, node, "v11")
+    cam = Publisher(node, "v11", "cam1", RED)
+    cam.pc.addTransceiver(Tone(), direction="sendonly")
+    try:
+        assert await cam.start(http, token("h", "host")) == 201
+        segment = None
+        for _ in range(200):
+            async with http.get(f"{node.base_url}/live/v11/index.m3u8") as r:
+                if r.status == 200:
+                    names = [line for line in (await r.text()).splitlines() if line.endswith(".ts")]
+                    if len(names) >= 2:
+                        segment = names[-1]
+                        break
+            await asyncio.sleep(0.05)
+        assert segment is not None
+        async with http.get(f"{node.base_url}/live/v11/{segment}") as r:
+            data = await r.read()
+        to_s16 = av.AudioResampler(format="s16", layout="mono", rate=48000)
+        with av.open(io.BytesIO(data), format="mpegts") as ts:
+            pcm = b"".join(bytes(r.planes[0])[: r.samples * 2] for f in ts.decode(audio=0) for r in to_s16.resample(f))
+        values = [int.from_bytes(pcm[i:i + 2], "little", signed=True) for i in range(0, len(pcm) - 1, 2)]
+        loud = math.sqrt(sum(v * v for v in values) / max(1, len(values)))
+        assert loud > 1000, loud  # the tone, not silence
+    finally:
         await cam.pc.close()

@@ -28,7 +28,10 @@ async function startHls() {
   const el = $("program");
   el.dataset.transport = "hls";
   const url = `/live/${encodeURIComponent(room)}/index.m3u8`;
-  el.onplaying = () => (el.hidden = false); // HLS carries the picture only: no sound to unmute
+  el.onplaying = () => {
+    el.hidden = false;
+    $("unmute").hidden = !el.muted;
+  };
   const Hls = await loadHls().catch(() => null);
   if (Hls?.isSupported()) {
     video.hls = new Hls({ liveSyncDurationCount: 2, manifestLoadingMaxRetry: 30, manifestLoadingRetryDelay: 2000 });
