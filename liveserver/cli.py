@@ -102,7 +102,7 @@ async def _serve(settings: Settings, sock: socket.socket, parent_pid: int | None
     from .app import create_app
     from .dev import seed_demo
     from .keys import SERVICES
-    from .serving import start_site
+    from .serving import GuardedSite, start_site
 
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout_s, access_log=None,
@@ -122,8 +122,14 @@ async def _serve(settings: Settings, sock: socket.socket, parent_pid: int | None
     shown = f"[{host}]" if ":" in host else host
     log.info("listening on %s://%s:%d (WebSocket: %s://%s:%d/ws)%s", http, shown, port, ws, shown, port,
              f", TLS {settings.tls_min}+" if settings.tls_cert else "")
-    if settings.public_url or settings.workers == 1:  # workers share the port: an address is no one worker's
+    if settings.public_url or settings.workers == 1:
         app[SERVICES].video.advertise(settings.public_url or f"{http}://{shown}:{port}")
+    else:  # workers share the port, which is no one worker's address: each also listens on its own
+        # loopback port, to which the other workers forward the WHIP and WHEP of the rooms it holds
+        private = socket.create_server(("127.0.0.1", 0), backlog=512)
+        await GuardedSite(runner, private, header_timeout_s=settings.http_header_timeout_s,
+                          stats=app[SERVICES].guard, backlog=512).start()
+        app[SERVICES].video.advertise(f"http://127.0.0.1:{private.getsockname()[1]}")
     if settings.dev:
         await seed_demo(app[SERVICES], f"{http}://{shown}:{port}")
 

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -402,3 +403,51 @@ def test_token_dev_url_errors_are_one_line(redis_server: RedisProcess, key_prefi
     r = run_cli("token", "--sub", "alice")  # neither a secret nor a --dev server: the error names both ways
     line = one_error_line(r.stderr)
     assert r.returncode == 2 and "LIVESERVER_SECRET" in line and "--dev-url" in line
+
+
+async def test_workers_share_a_rooms_video(redis_server: RedisProcess, key_prefix: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --workers 2, a room's media runs in one worker; WHEP offers that the kernel hands to the
+    other worker are forwarded to it over its own loopback port, so every viewer gets the program."""
+    import aiohttp
+    import aioice.ice
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])  # loopback only
+    from .test_video import RED, Publisher, Viewer
+
+    port = free_port()
+    proc = spawn("--port", str(port), "--workers", "2", "--redis-url", redis_server.url,
+                 env={"LIVESERVER_SECRET": SECRET, "LIVESERVER_KEY_PREFIX": key_prefix,
+                      "LIVESERVER_VIDEO_WIDTH": "320", "LIVESERVER_VIDEO_HEIGHT": "240"})
+    viewers: list[Viewer] = []
+    cam = None
+    try:
+        await asyncio.to_thread(wait_healthy, port, proc)
+        base = f"http://127.0.0.1:{port}"
+        async with HostClient(base, token("h", "host")) as h:
+            await h.create_room("workers video", room_id="wv-room")
+            await h.start_room("wv-room")
+        node = SimpleNamespace(base_url=base)
+        async with aiohttp.ClientSession() as http:
+            cam = Publisher(node, "wv-room", "cam1", RED)
+            assert await cam.start(http, token("h", "host")) == 201
+        for i in range(6):  # a new connection each: the kernel spreads them over the workers
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+                for _ in range(50):
+                    viewer = Viewer()
+                    viewers.append(viewer)
+                    status, body, _ = await viewer.start(http, node, "wv-room", token(f"wv{i}"))  # type: ignore[arg-type]
+                    if status != 409:  # 409: the program's first frame is not there yet
+                        break
+                    await asyncio.sleep(0.2)
+                assert status == 201, body
+        seats = [v for v in viewers if v.pc.remoteDescription is not None]  # the ones answered 201
+        assert len(seats) == 6
+        for viewer in seats:
+            await viewer.colour_becomes(160, 120, RED)
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        if cam is not None:
+            await cam.pc.close()
+        finish(proc)
