@@ -128,7 +128,7 @@ class VideoService:
         return self._http
 
     def advertise(self, base_url: str) -> None:
-        """This node's URL, for the other nodes' redirects (the CLI, once it listens)."""
+        """This node's URL, to which the other nodes forward requests (the CLI, once it listens)."""
         self.base_url = base_url.rstrip("/")
 
     async def _holder(self, room_id: str, *, claim: bool) -> None:
@@ -142,8 +142,7 @@ class VideoService:
         holder = await self._redis.get(key)
         if holder is None or holder == self.base_url:
             if holder == self.base_url and room_id not in self.rooms and not claim:
-                raise Conflict("this room's media is on another worker of this address: run one worker a node "
-                               "for video, or give each its own --public-url")
+                raise Conflict("this room's media was held here until moments ago: retry in a few seconds")
             return
         raise Elsewhere(holder)
 
