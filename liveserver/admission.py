@@ -21,17 +21,15 @@ The order of a join matters:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .auth import Principal, TokenError, verify_token
 from .danmaku.service import JoinState
 from .hub import Connection
+from .redisio.client import REDIS_DOWN
 from .rooms.service import Room
 from .services import Services
 from .wire import CloseCode, ErrorCode, Hello, error_message
@@ -40,7 +38,6 @@ __all__ = ["JoinResult", "Rejection", "join", "welcome_message"]
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 #: ``attach(principal, room, is_host)`` makes the session's hub connection and registers it.
 Attach = Callable[[Principal, str, bool], Connection]
@@ -105,7 +102,7 @@ async def join(services: Services, hello: Hello, attach: Attach) -> JoinResult:
     try:
         try:
             room, ban_ms = await s.rooms.find_for(hello.room, principal.user)
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             log.warning("hello failed, Redis unavailable: %s", exc)
             raise Rejection.unavailable() from exc
         if room is None:
@@ -129,7 +126,7 @@ async def join(services: Services, hello: Hello, attach: Attach) -> JoinResult:
         if online is None:
             online = await s.presence.online(room.room_id)
         pinned = await s.rooms.product(room.room_id, state.room.pinned) if state.room and state.room.pinned else None
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:
         log.warning("join failed, Redis unavailable: %s", exc)
         raise Rejection.unavailable() from exc
     if state.room is None:  # the room's keys expired while we joined

@@ -25,9 +25,8 @@ from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from .redisio.client import RedisClient
+from .redisio.client import REDIS_DOWN, RedisClient
 from .redisio.keyspace import Keyspace
 from .tasks import reraise_if_cancelling
 from .wire import encode_msgpack
@@ -92,7 +91,7 @@ class Broker:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_DOWN):
             await self._pubsub.aclose()
         await self._subscriber.aclose()
 
@@ -146,7 +145,7 @@ class Broker:
             return
         try:
             await self._pubsub.unsubscribe(channel)
-        except (RedisError, OSError) as exc:  # the reconnect will not resubscribe it either
+        except REDIS_DOWN as exc:  # the reconnect will not resubscribe it either
             log.warning("unsubscribe %s failed: %s", channel, exc)
 
     def health(self) -> str | None:
@@ -174,7 +173,7 @@ class Broker:
                 self.connected = True
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 reraise_if_cancelling()
                 self.errors += 1
                 self.connected = False

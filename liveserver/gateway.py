@@ -28,13 +28,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from redis.exceptions import RedisError
 
 from .admission import Rejection, join, welcome_message
 from .auth import Principal
 from .errors import ApiError, BadRequest, Unavailable
 from .hub import Connection
 from .limits import StrikeCounter, TokenBucket
+from .redisio.client import REDIS_DOWN
 from .services import Services
 from .wire import (
     ClientMessage,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 #: A command handler: ``await handler(session, message)``; it replies through ``session.reply``.
 Command = Callable[["Session", Any], Awaitable[None]]
 
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class LiveWebSocket(web.WebSocketResponse):
@@ -327,7 +326,7 @@ class Session:
             await handler(self, msg)
         except ApiError as exc:
             self.reply_error(error_message(exc.code, exc.message, req_id=req_id, field=exc.field))
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             log.warning("command %s failed, Redis unavailable: %s", type(msg).__name__, exc)
             self.services.metrics.redis_errors.labels(where="ws").inc()
             self.reply_error(error_message(ErrorCode.UNAVAILABLE, "service unavailable, retry", req_id=req_id))
@@ -360,7 +359,7 @@ class Session:
         try:
             if await services.presence.sync(conn.room, conn.user) is not None:
                 services.room_metrics.left(conn.room)
-        except _REDIS_DOWN as exc:  # retried by the presence heartbeat
+        except REDIS_DOWN as exc:  # retried by the presence heartbeat
             log.warning("presence leave failed for %s in %s: %s", conn.user, conn.room, exc)
         if empty:
             services.broker.release(conn.room)

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from .auth import Principal, Role, bearer_token, verify_token
 from .errors import HTTP_CODES, ApiError, BadRequest, Forbidden, Invalid, RateLimited, error_body
 from .keys import SERVICES
+from .redisio.client import REDIS_DOWN
 from .wire import find_surrogate
 
 __all__ = ["error_middleware", "json_response", "principal", "read_json", "require_admin", "writer_principal"]
@@ -53,7 +53,7 @@ async def error_middleware(
         code = HTTP_CODES.get(exc.status, "bad_request")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
         response = _error(exc.status, code, exc.reason, headers=headers or None)
-    except (RedisError, ConnectionError, TimeoutError) as exc:
+    except REDIS_DOWN as exc:
         log.warning("%s %s: Redis unavailable: %s", request.method, request.path, exc)
         request.app[SERVICES].metrics.redis_errors.labels(where="http").inc()
         response = _error(503, "unavailable", "service unavailable, retry")

@@ -22,7 +22,6 @@ import secrets
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from .broker import Broker
 from .clock import Clock
@@ -34,6 +33,7 @@ from .metrics.alerts import AlertRules
 from .metrics.prom import Counters, Metrics
 from .metrics.room import RoomMetrics
 from .redisio import Keyspace, RedisClient, Scripts, Store, connect, connect_pubsub
+from .redisio.client import REDIS_DOWN
 from .rooms.presence import Presence
 from .rooms.service import RoomService
 from .routing import Router
@@ -53,7 +53,6 @@ __all__ = ["Services", "build_services", "connect_services"]
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,7 +109,7 @@ class Services:
         await self.presence.leave_all()
         try:  # the last second of entries and funnel events
             await self.room_metrics.flush()
-        except (RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             log.warning("metrics not written at shutdown: %s", exc)
         await self.video.close()
         await self.fanout.close()
@@ -125,12 +124,12 @@ class Services:
         checks = {"redis": "ok", "scripts": "ok", "subscriber": "ok", "loops": "ok"}
         try:
             await asyncio.wait_for(self.redis.ping(), timeout_s)
-        except _REDIS_DOWN as exc:
+        except REDIS_DOWN as exc:
             checks["redis"] = str(exc) or type(exc).__name__
         if checks["redis"] == "ok":
             try:
                 await asyncio.wait_for(self.scripts.health_check(), timeout_s)
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 checks["scripts"] = str(exc) or type(exc).__name__
         else:
             checks["scripts"] = "not checked: Redis does not answer"

@@ -42,9 +42,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from ..hub import Connection, Hub
+from ..redisio.client import REDIS_DOWN
 from ..wire import Protocol, encode_frame
 
 __all__ = ["Cursor", "DanmakuFanout", "thin"]
@@ -179,7 +178,7 @@ class DanmakuFanout:
     async def _fill(self, room: str, feed: _Feed, after: int, before: int) -> None:
         try:
             missing = await asyncio.wait_for(self._fetch_range(room, after, before), 5.0)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             log.warning("could not fill danmaku gap %d..%d in %s: %s", after, before, room, exc)
             missing = []
         if missing:

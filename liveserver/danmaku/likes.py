@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import RedisError
-
 from ..hub import Hub
 from ..redisio import Keyspace
-from ..redisio.client import RedisClient
+from ..redisio.client import REDIS_DOWN, RedisClient
 from ..tasks import reraise_if_cancelling
 from .fanout import DanmakuFanout
 
@@ -56,7 +54,7 @@ class Likes:
             pipe.get(self._keys.room(room).likes)
         try:
             results = await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_DOWN:
             for room, n in pending.items():  # keep them for the next round
                 self.add(room, n)
             raise
@@ -75,6 +73,6 @@ class Likes:
             await asyncio.sleep(self._push_s)
             try:
                 await self.flush()
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 reraise_if_cancelling()
                 log.warning("likes flush failed: %s", exc)

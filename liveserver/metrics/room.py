@@ -44,12 +44,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from ..clock import Clock
 from ..hub import Hub
 from ..redisio import Keyspace
-from ..redisio.client import RedisClient
+from ..redisio.client import REDIS_DOWN, RedisClient
 from ..seckill.drop import Drop
 from ..tasks import reraise_if_cancelling
 from .alerts import AlertRules, AlertTracker, SaleState, evaluate
@@ -281,7 +279,7 @@ class RoomMetrics:
             results = await asyncio.gather(*(self._push_room(r, online_of) for r in chunk), return_exceptions=True)
             reraise_if_cancelling()
             for room, result in zip(chunk, results, strict=True):
-                if isinstance(result, (RedisError, OSError)):
+                if isinstance(result, REDIS_DOWN):
                     log.warning("metrics push for room %s failed: %s", room, result)
                 elif isinstance(result, BaseException):
                     log.error("metrics push for room %s failed", room, exc_info=result)
@@ -294,7 +292,7 @@ class RoomMetrics:
                 self.tick()
                 await self.flush()
                 await self.push(online_of)
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 reraise_if_cancelling()
                 log.warning("metrics tick failed: %s", exc)
             except Exception:

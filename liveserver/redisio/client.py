@@ -14,11 +14,16 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-__all__ = ["RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url"]
+__all__ = ["REDIS_DOWN", "RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url"]
 
 RedisClient = Redis | RedisCluster
+
+#: Everything that means "Redis did not do it": the caller answers 503 / ``unavailable`` / close
+#: 1013 and counts it.  redis-py's cluster client raises ``RedisClusterException``, which is not a
+#: ``RedisError`` (CROSSSLOT, a slot with no node, a cluster that is down).
+REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 def _common(decode: bool) -> dict[str, Any]:
     return {

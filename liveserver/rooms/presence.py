@@ -24,8 +24,8 @@ import logging
 from collections.abc import Callable
 
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisError
 
+from ..redisio.client import REDIS_DOWN
 from ..redisio.keyspace import NODE_SET_TTL_MS
 from ..redisio.store import Store
 from ..tasks import reraise_if_cancelling
@@ -34,7 +34,6 @@ __all__ = ["Presence"]
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 Pair = tuple[str, str]
 
 
@@ -103,7 +102,7 @@ class Presence:
             else:
                 online = await self._scripts.presence_leave(keys=self._node_keys(room), args=[self.node_id, user])
                 self._joined.discard(pair)
-        except _REDIS_DOWN:
+        except REDIS_DOWN:
             self._dirty.add(pair)
             raise
         self._dirty.discard(pair)
@@ -114,7 +113,7 @@ class Presence:
         for pair in list(self._dirty):
             try:
                 await self.sync(*pair)
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 return
 
     # -- reading -----------------------------------------------------------------------
@@ -169,7 +168,7 @@ class Presence:
         for room, user in list(self._joined):
             try:
                 await self._scripts.presence_leave(keys=self._node_keys(room), args=[self.node_id, user])
-            except _REDIS_DOWN:
+            except REDIS_DOWN:
                 return  # the node's heartbeat stops: other nodes reap it within the TTL
             self._joined.discard((room, user))
 
@@ -197,7 +196,7 @@ class Presence:
                 if self._dirty:
                     await self.retry_dirty()
                 counts = await self.beat(rooms())
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 reraise_if_cancelling()
                 log.warning("presence heartbeat failed: %s", exc)
                 continue

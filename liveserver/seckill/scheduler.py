@@ -19,9 +19,8 @@ import asyncio
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from ..clock import Clock
+from ..redisio.client import REDIS_DOWN
 from ..redisio.keyspace import FINISHED_TTL_S
 from ..redisio.store import Store
 from ..tasks import reraise_if_cancelling
@@ -101,7 +100,7 @@ class DropScheduler:
             await asyncio.sleep(period)
             try:
                 await step()
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 reraise_if_cancelling()
                 log.warning("%s failed: %s", name, exc)
             except Exception:  # a bug must not stop announcements or deadlines for good
