@@ -216,12 +216,12 @@ class DanmakuService:
         res = await self._scripts.danmaku_send(
             keys=[
                 k.meta, k.mutes, k.user_rate(who.user), k.user_slow(who.user), k.room_rate, k.seq, k.history,
-                k.danmaku_req(who.user, req_id) if req_id else "", k.metric("s:danmaku"),
+                k.danmaku_req(who.user, req_id or ""), k.metric("s:danmaku"),
             ],
             args=[
                 who.user, who.name, text, 1 if is_host else 0, 1 if is_host else 0,
                 s.danmaku_user_rate, s.danmaku_user_burst, s.danmaku_room_rate, s.danmaku_room_burst,
-                s.danmaku_history, k.channel, DANMAKU_REQ_TTL_S,
+                s.danmaku_history, k.channel, DANMAKU_REQ_TTL_S, 1 if req_id else 0,
             ],
         )
         if res[0] == "ok":

@@ -4,12 +4,13 @@
 -- KEYS[1] room meta hash       KEYS[2] mutes zset (user -> until ms)
 -- KEYS[3] user GCRA cell       KEYS[4] user slow-mode cell
 -- KEYS[5] room GCRA cell       KEYS[6] seq counter
--- KEYS[7] history stream       KEYS[8] req_id dedup key ('' when no req_id)
+-- KEYS[7] history stream       KEYS[8] req_id dedup key (in the room's slot even without a req_id: a cluster refuses '')
 -- KEYS[9] the room's per-minute danmaku series (HASH epoch minute -> count)
 -- ARGV[1] user  ARGV[2] name  ARGV[3] text  ARGV[4] prio (0 viewer, 1 host)
 -- ARGV[5] exempt from limits (1 for the room's host and admins)
 -- ARGV[6] user rate/s  ARGV[7] user burst  ARGV[8] room rate/s  ARGV[9] room burst
 -- ARGV[10] history length  ARGV[11] channel  ARGV[12] how long a req_id's answer is kept (s)
+-- ARGV[13] '1' when the danmaku has a req_id (KEYS[8] is used), '0' when not
 -- Ids come from KEYS[6] through _ids_lib.lua (they never repeat, even after Redis
 -- loses its last second); the room meta records the instance as 'dm_rid'.
 -- Returns {'ok', seq, ts_ms} or {reason, retry_after_ms}.  Nothing is written
@@ -17,7 +18,7 @@
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 
-if KEYS[8] ~= '' then
+if ARGV[13] == '1' then
   local prev = redis.call('GET', KEYS[8])
   if prev then
     local seq, ts = string.match(prev, '(%d+):(%d+)')
@@ -70,7 +71,7 @@ redis.call('XADD', KEYS[7], 'MAXLEN', tonumber(ARGV[10]), sid .. '-0',
 redis.call('PUBLISH', ARGV[11], cmsgpack.pack({
   type = '_dm', id = seq, prev = last, user = ARGV[1], name = ARGV[2], text = ARGV[3], ts_ms = now, prio = prio
 }))
-if KEYS[8] ~= '' then
+if ARGV[13] == '1' then
   redis.call('SET', KEYS[8], sid .. ':' .. string.format('%d', now), 'EX', tonumber(ARGV[12]))
 end
 return {'ok', seq, now}
