@@ -14,9 +14,11 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_DOWN", "RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url"]
+__all__ = ["REDIS_DOWN", "WHOLE_REDIS_DOWN", "RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url"]
 
 RedisClient = Redis | RedisCluster
 
@@ -24,6 +26,10 @@ RedisClient = Redis | RedisCluster
 #: 1013 and counts it.  redis-py's cluster client raises ``RedisClusterException``, which is not a
 #: ``RedisError`` (CROSSSLOT, a slot with no node, a cluster that is down).
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+#: The part of those that means Redis itself is unreachable (not one key or one command refused):
+#: a loop over many items stops its round at once instead of failing every item in turn.
+WHOLE_REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
+                                                      asyncio.TimeoutError)
 
 def _common(decode: bool) -> dict[str, Any]:
     return {

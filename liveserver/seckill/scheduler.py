@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from ..clock import Clock
-from ..redisio.client import REDIS_DOWN
+from ..redisio.client import REDIS_DOWN, WHOLE_REDIS_DOWN
 from ..redisio.keyspace import FINISHED_TTL_S
 from ..redisio.store import Store
 from ..tasks import reraise_if_cancelling
@@ -48,6 +48,7 @@ class DropScheduler:
         self._sweep_s = sweep_s
         self.fired = 0
         self.expired = 0
+        self.failures = 0  # entries and drops that failed alone (logged; the others went on)
 
     async def fire_due(self) -> int:
         """Run the due announcements; an entry is removed only once its action is done."""
@@ -55,22 +56,34 @@ class DropScheduler:
         due = await self._scripts.schedule_claim(keys=[self._keys.schedule], args=[lease_ms, 100])
         fired = 0
         for entry in due:
-            action, _, drop_id = entry.partition(":")
-            if action in ("pstart", "pexpire"):
-                status, refunded = await self._packets.fire(drop_id, "announce" if action == "pstart" else "expire")
-                done = status == "gone" or (refunded >= 0 if action == "pexpire" else status != "countdown")
-            else:
-                status, _ = await self._seckill.announce(drop_id)
-                done = status == "gone" or (status == "ended" if action == "end" else status != "countdown")
-                if status in ("ended", "gone"):
-                    room = await self._redis.hget(self._keys.drop(drop_id).meta, "room")
-                    if room:
-                        await self._redis.srem(self._keys.room(room).drops, drop_id)
-            if done:
-                await self._redis.zrem(self._keys.schedule, entry)
-                fired += 1
+            try:
+                fired += await self._fire(entry)
+            except WHOLE_REDIS_DOWN:
+                raise  # Redis itself is gone: the loop retries the whole round
+            except Exception:  # one bad entry (a cluster refusal, a bug) never holds up the others;
+                reraise_if_cancelling()  # its lease runs out and it is tried again
+                self.failures += 1
+                log.exception("drop schedule entry %s failed", entry)
         self.fired += fired
         return fired
+
+    async def _fire(self, entry: str) -> int:
+        """One due entry; 1 if its action is done (and the entry removed)."""
+        action, _, drop_id = entry.partition(":")
+        if action in ("pstart", "pexpire"):
+            status, refunded = await self._packets.fire(drop_id, "announce" if action == "pstart" else "expire")
+            done = status == "gone" or (refunded >= 0 if action == "pexpire" else status != "countdown")
+        else:
+            status, _ = await self._seckill.announce(drop_id)
+            done = status == "gone" or (status == "ended" if action == "end" else status != "countdown")
+            if status in ("ended", "gone"):
+                room = await self._redis.hget(self._keys.drop(drop_id).meta, "room")
+                if room:
+                    await self._redis.srem(self._keys.room(room).drops, drop_id)
+        if not done:
+            return 0
+        await self._redis.zrem(self._keys.schedule, entry)
+        return 1
 
     async def sweep(self) -> int:
         lease_ms = int(self._sweep_s * 3000)
@@ -80,19 +93,30 @@ class DropScheduler:
             await self._redis.pexpire(self._keys.sweep_lease, lease_ms)
         expired = 0
         for drop_id in await self._redis.smembers(self._keys.active_drops):
-            dk = self._keys.drop(drop_id)
-            count, status, pending = await self._scripts.seckill_expire(
-                keys=[dk.meta, dk.buyers, dk.orders, dk.deadlines, self._keys.orders_stream], args=[EXPIRE_BATCH]
-            )
-            expired += int(count)
-            if status in ("ended", "gone") and int(pending) == 0:  # settled: kept a week for reads, then gone
-                await self._redis.srem(self._keys.active_drops, drop_id)
-                pipe = self._redis.pipeline(transaction=False)
-                for key in dk.all():
-                    pipe.expire(key, FINISHED_TTL_S)
-                await pipe.execute()
+            try:
+                expired += await self._sweep_drop(drop_id)
+            except WHOLE_REDIS_DOWN:
+                raise
+            except Exception:  # one drop that fails (a cluster refusal, a bug) never stops the others' deadlines
+                reraise_if_cancelling()
+                self.failures += 1
+                log.exception("payment deadlines of drop %s not swept", drop_id)
         self.expired += expired
         return expired
+
+    async def _sweep_drop(self, drop_id: str) -> int:
+        """Release one drop's orders past their deadline; the orders released."""
+        dk = self._keys.drop(drop_id)
+        count, status, pending = await self._scripts.seckill_expire(
+            keys=[dk.meta, dk.buyers, dk.orders, dk.deadlines, self._keys.orders_stream], args=[EXPIRE_BATCH]
+        )
+        if status in ("ended", "gone") and int(pending) == 0:  # settled: kept a week for reads, then gone
+            await self._redis.srem(self._keys.active_drops, drop_id)
+            pipe = self._redis.pipeline(transaction=False)
+            for key in dk.all():
+                pipe.expire(key, FINISHED_TTL_S)
+            await pipe.execute()
+        return int(count)
 
     async def _loop(self, period: float, step: Any, name: str) -> None:
         while True:

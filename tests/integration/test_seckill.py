@@ -539,3 +539,24 @@ async def test_order_ids_jump_on_a_new_redis_instance_and_the_count_stays_true(
     for b in buyers:
         await b.close()
     await h.close()
+
+
+async def test_one_broken_drop_does_not_stop_the_deadlines_of_the_others(start_node: StartNode) -> None:
+    """A drop whose keys Redis refuses (here: a meta key of the wrong type; on a cluster: a cross-slot
+    script) fails alone, logged and counted; the other drops' unpaid orders still expire on time."""
+    node = await start_node(**FAST, sweep_interval_s=0.05)
+    h, room = await setup_room(node)
+    keys = node.services.keys
+    await node.services.redis.sadd(keys.active_drops, "broken")
+    await node.services.redis.set(keys.drop("broken").meta, "not a hash")
+    sale = await h.create_flash_sale(room, "tea", 100, 5, pay_timeout_s=1)
+    buyer = HostClient(node.base_url, token("late-payer"))
+    order = (await buyer.grab(sale["sale_id"], "g1"))["order_id"]
+    for _ in range(60):
+        if (await buyer.get_order(order))["status"] == "expired":
+            break
+        await asyncio.sleep(0.1)
+    assert (await buyer.get_order(order))["status"] == "expired"
+    assert node.services.scheduler.failures > 0  # the broken drop was tried, and failed alone
+    await buyer.close()
+    await h.close()

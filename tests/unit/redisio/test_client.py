@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,7 +13,7 @@ from liveserver.redisio.client import REDIS_DOWN
 
 def test_a_cluster_failure_is_a_redis_failure_too() -> None:
     for exc in (RedisClusterException("CROSSSLOT"), RedisConnectionError("gone"), ResponseError("BUSY"),
-                asyncio.TimeoutError(), ConnectionResetError()):
+                TimeoutError(), ConnectionResetError()):
         assert isinstance(exc, REDIS_DOWN), exc
     assert not isinstance(ValueError(), REDIS_DOWN)
 
