@@ -56,11 +56,11 @@ class Rejection(Exception):
         self.message = message
         self.req_id = req_id  # the request's id when the rejected frame is no hello (else the hello's)
 
-    def frame(self, req_id: str | None) -> dict[str, Any] | None:
+    def frame(self) -> dict[str, Any] | None:
         """The ``error`` frame sent before the close, if any."""
         if self.error_code is None:
             return None
-        return error_message(self.error_code, self.message, req_id=req_id)
+        return error_message(self.error_code, self.message, req_id=self.req_id)
 
     @classmethod
     def unavailable(cls) -> Rejection:

@@ -161,14 +161,14 @@ class Session:
         try:
             if len(self.gateway.sessions) > self.services.settings.max_connections:
                 await self._refuse(Rejection(CloseCode.TOO_MANY_CONNECTIONS, ErrorCode.TOO_MANY_CONNECTIONS,
-                                             "server is full"), None)
+                                             "server is full"))
                 return
             if await self._handshake():
                 await self._read_loop()
         except Exception:  # a bug: logged, and the client hears it (error frame, 1011), never a silent 1000
             log.exception("WebSocket session of %s failed", self.who)
             if self.conn is None or not self.conn.closing:
-                await self._refuse(Rejection(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL, "internal error"), None)
+                await self._refuse(Rejection(CloseCode.INTERNAL_ERROR, ErrorCode.INTERNAL, "internal error"))
         finally:
             await self._teardown()
 
@@ -177,17 +177,17 @@ class Session:
         conn = self.conn
         if conn is None:  # still in the handshake: no hub connection to flush
             restart = Rejection(CloseCode.SERVICE_RESTART, None, "server restart")
-            self.services.tasks.spawn(self._refuse(restart, None), name="drain-handshake")
+            self.services.tasks.spawn(self._refuse(restart), name="drain-handshake")
         elif self._busy:
             self._drain_after = True
         else:
             conn.close(CloseCode.SERVICE_RESTART, "server restart")
 
-    async def _refuse(self, rejection: Rejection, req_id: str | None) -> None:
+    async def _refuse(self, rejection: Rejection) -> None:
         """The one place a rejection reaches the client: its ``error`` frame (if any), then its
         close.  Before the hub connection exists the frame is written here; after, it goes
         ahead of everything queued for the connection."""
-        frame = rejection.frame(req_id)
+        frame = rejection.frame()
         self.services.metrics.ws_errors.labels(code=rejection.error_code or str(int(rejection.close_code))).inc()
         conn = self.conn
         if conn is not None:
@@ -218,7 +218,7 @@ class Session:
         except Rejection as rejection:
             if rejection.req_id is None and hello is not None:
                 rejection.req_id = hello.req_id
-            await self._refuse(rejection, rejection.req_id)
+            await self._refuse(rejection)
             return False
         self.principal = result.principal
         room = result.room.room_id

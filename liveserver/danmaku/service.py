@@ -9,7 +9,6 @@ on the node (it is a pure function of the lists), before the script.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..auth import Principal
 from ..errors import Conflict, Invalid, NotFound
+from ..redisio.client import json_object
 from ..redisio.keyspace import DANMAKU_REQ_TTL_S
 from ..redisio.store import Store
 from ..rooms.service import Room, RoomService, check_id, check_int
@@ -50,15 +50,9 @@ class JoinState:
 
 def _program(raw: str | None) -> dict[str, Any] | None:
     """The room's last ``program`` message as the welcome carries it (without its type)."""
-    if not raw:
-        return None
-    try:
-        msg = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(msg, dict):
-        return None
-    msg.pop("type", None)
+    msg = json_object(raw)
+    if msg is not None:
+        msg.pop("type", None)
     return msg
 
 

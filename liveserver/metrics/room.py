@@ -47,7 +47,7 @@ from typing import Any
 from ..clock import Clock
 from ..hub import Hub
 from ..redisio import Keyspace
-from ..redisio.client import REDIS_DOWN, RedisClient
+from ..redisio.client import REDIS_DOWN, RedisClient, json_object
 from ..seckill.drop import Drop
 from ..tasks import reraise_if_cancelling
 from .alerts import AlertRules, AlertTracker, SaleState, evaluate
@@ -65,13 +65,6 @@ log = logging.getLogger(__name__)
 HLS_VIEWER_WINDOW_MS = 10_000  # an HLS player fetches its playlist every segment (about 2 s)
 
 
-def _json_object(raw: str | None) -> dict[str, Any] | None:
-    """A JSON object kept in Redis by another node, or None (absent, or not an object)."""
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 PUSH_CONCURRENCY = 16  # rooms whose bodies are read at once in a push
 
@@ -214,7 +207,7 @@ class RoomMetrics:
             room_series={name: {int(m): int(v) for m, v in h.items()}
                          for name, h in zip(ROOM_SERIES, room_series, strict=True)},
             sale_stats=stats, red_packet_claims=claims, red_packet_cents=claimed_cents, red_packets=packets,
-            video=_json_object(video), hls_viewers=int(hls_viewers or 0),
+            video=json_object(video), hls_viewers=int(hls_viewers or 0),
         )
 
     def _sale_stats(self, sales: list[Drop], unsettled: list[Drop], fresh: list[dict[str, str]],

@@ -9,6 +9,7 @@ script the server runs is safe to run twice.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -18,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["REDIS_DOWN", "WHOLE_REDIS_DOWN", "RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url"]
+__all__ = ["REDIS_DOWN", "WHOLE_REDIS_DOWN", "RedisClient", "check_reachable", "connect", "connect_pubsub", "describe_url", "json_object"]
 
 RedisClient = Redis | RedisCluster
 
@@ -30,6 +31,16 @@ REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, RedisClusterException
 #: a loop over many items stops its round at once instead of failing every item in turn.
 WHOLE_REDIS_DOWN: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
                                                       asyncio.TimeoutError)
+
+def json_object(raw: str | bytes | None) -> dict[str, Any] | None:
+    """A JSON object another node kept in a Redis string, or None: absent, not JSON, or not an
+    object (a value written by a newer or a broken node never fails the reader)."""
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
 
 def _common(decode: bool) -> dict[str, Any]:
     return {

@@ -54,7 +54,6 @@ class Segmenter:
         self._stream: av.video.stream.VideoStream | None = None
         self._audio_stream: av.audio.stream.AudioStream | None = None
         self._first_pts = 0
-        self._last_pts = 0
         self._fifo = av.AudioFifo()  # the main camera's sound, waiting for the picture's clock
         self._fifo_lock = threading.Lock()  # fed on the event loop, read in the room's thread
         self._aac = av.CodecContext.create("aac", "w")
@@ -108,7 +107,6 @@ class Segmenter:
         assert self._out is not None and self._stream is not None
         packet.stream = self._stream
         self._out.mux(packet)
-        self._last_pts = pts
         return closed
 
     def _open(self, pts: int) -> None:

@@ -33,7 +33,7 @@ import aiohttp
 
 from ..auth import Principal
 from ..errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, RateLimited
-from ..redisio.client import RedisClient
+from ..redisio.client import RedisClient, json_object
 from ..redisio.store import Store
 from ..rooms.service import RoomService
 from .hls import Segment, playlist
@@ -283,12 +283,8 @@ class VideoService:
         room = self.rooms.get(room_id)
         if room is not None and room.cameras:
             return [c.stats() for c in room.cameras.values()]
-        raw = await self._redis.get(self._keys.room(room_id).video_status)
-        try:
-            status = json.loads(raw) if raw else {}
-        except ValueError:
-            status = {}
-        cameras = status.get("cameras") if isinstance(status, dict) else None
+        status = json_object(await self._redis.get(self._keys.room(room_id).video_status)) or {}
+        cameras = status.get("cameras")
         return [{k: v for k, v in c.items() if k != "kbps"} for c in cameras or [] if isinstance(c, dict)]
 
     def totals(self) -> tuple[int, int, float, int]:

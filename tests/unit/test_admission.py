@@ -47,9 +47,10 @@ def test_recovered_is_said_only_after_a_resume() -> None:
 def test_a_rejection_names_its_close_and_its_error_frame() -> None:
     banned = Rejection.banned()
     assert banned.close_code == CloseCode.FORBIDDEN
-    assert banned.frame("r9") == {"type": "error", "code": "forbidden", "message": "you are banned from this room",
+    banned.req_id = "r9"  # the hello's, filled in by the gateway
+    assert banned.frame() == {"type": "error", "code": "forbidden", "message": "you are banned from this room",
                                   "req_id": "r9"}
-    assert Rejection.not_found("x").frame(None) == {"type": "error", "code": ErrorCode.NOT_FOUND,
+    assert Rejection.not_found("x").frame() == {"type": "error", "code": ErrorCode.NOT_FOUND,
                                                     "message": "room x not found"}
     assert Rejection.unavailable().close_code == CloseCode.TRY_AGAIN_LATER
-    assert Rejection(CloseCode.SERVICE_RESTART, None, "server restart").frame("r1") is None  # a close alone
+    assert Rejection(CloseCode.SERVICE_RESTART, None, "server restart", req_id="r1").frame() is None  # a close alone
