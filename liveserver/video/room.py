@@ -175,6 +175,7 @@ class RoomVideo:
         self._keyframe = True
         self._last_requested = 0.0
         self._ticker: asyncio.Task[None] | None = None
+        self._program_frames = 0  # frames made for the program so far: its clock
         self.frames_out = 0
         self.encode_seconds = 0.0
 
@@ -275,7 +276,7 @@ class RoomVideo:
                 if self._on_second is not None:
                     self._on_second()
             try:
-                job = self._job(n)
+                job = self._job()
                 if job is None:
                     continue
                 keyframe, self._keyframe = self._keyframe, False
@@ -304,7 +305,10 @@ class RoomVideo:
                 if self._on_stale is not None:
                     self._on_stale(camera.camera_id)
 
-    def _job(self, n: int) -> tuple[Layout, av.VideoFrame, av.VideoFrame | None, int] | None:
+    def _job(self) -> tuple[Layout, av.VideoFrame, av.VideoFrame | None, int] | None:
+        """The next program frame's inputs, stamped on the program's own clock: one frame later than
+        the last one made, across every restart of the room's ticker (when all cameras went off and
+        one came back), so the encoder, the viewers and the HLS segments never see time go back."""
         p, limits = self.program, self.limits
         main = self.cameras.get(p.main or "")
         if main is None or main.latest is None:
@@ -313,7 +317,8 @@ class RoomVideo:
         inset = inset_cam.latest if inset_cam is not None else None
         layout = Layout(limits.width, limits.height, (main.latest.width, main.latest.height),
                         (inset.width, inset.height) if inset is not None else None, p.inset_corner, p.beauty)
-        return layout, main.latest, inset, n * 90000 // limits.fps
+        self._program_frames += 1
+        return layout, main.latest, inset, self._program_frames * 90000 // limits.fps
 
     def _render(self, layout: Layout, main: av.VideoFrame, inset: av.VideoFrame | None, pts: int,
                 keyframe: bool) -> tuple[list[av.Packet], float, list[Segment]]:

@@ -581,3 +581,45 @@ async def test_hls_carries_the_main_cameras_sound(start_node: StartNode, http: a
         assert loud > 1000, loud  # the tone, not silence
     finally:
         await cam.pc.close()
+
+
+async def test_a_camera_that_comes_back_continues_the_programs_clock(video_node: RunningNode,
+                                                                     http: aiohttp.ClientSession,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Every camera goes off, one comes back: the room's clock goes on where it was (the encoder, the
+    viewers and the open HLS segment never see time go back), so no frame fails and HLS goes on."""
+    await _live_room(http, video_node, "v12")
+    host = token("h", "host")
+
+    async def segments() -> list[int]:
+        async with http.get(f"{video_node.base_url}/live/v12/index.m3u8") as r:
+            text = await r.text() if r.status == 200 else ""
+        return [int(line[:-3]) for line in text.splitlines() if line.endswith(".ts")]
+
+    first = Publisher(video_node, "v12", "cam1", RED)
+    again = Publisher(video_node, "v12", "cam1", BLUE)
+    try:
+        assert await first.start(http, host) == 201
+        for _ in range(100):
+            if await segments():
+                break
+            await asyncio.sleep(0.05)
+        async with http.delete(first.location, headers={"Authorization": f"Bearer {host}"}) as r:
+            assert r.status == 200
+        room = video_node.services.video.rooms["v12"]
+        for _ in range(50):  # the room's ticker stops with its last camera
+            if room._ticker is None:  # noqa: SLF001
+                break
+            await asyncio.sleep(0.05)
+        seen = max(await segments())
+        assert await again.start(http, host) == 201
+        for _ in range(200):
+            if max(await segments(), default=0) > seen + 1:
+                break
+            await asyncio.sleep(0.05)
+        assert max(await segments()) > seen + 1  # HLS goes on
+        failed = [r for r in caplog.records if r.name == "liveserver.video.room" and r.levelname == "ERROR"]
+        assert failed == []
+    finally:
+        await first.pc.close()
+        await again.pc.close()
